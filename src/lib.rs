@@ -1,0 +1,41 @@
+//! MatrixInfer Runtime: the sidecar beside an LLM inference engine.
+//!
+//! # The metrics path, in five stages
+//!
+//! A Prometheus scrape of `GET /metrics` flows through [`pipeline`], which
+//! wires the stages together in one function:
+//!
+//! 1. [`upstream`]: the [`upstream::EngineClient`] GETs the engine's
+//!    metrics over a reused connection and yields the body as it arrives,
+//!    de-chunked and inflated;
+//! 2. [`prom::scan`]: the [`prom::scan::LineScanner`] cuts the chunks into
+//!    lines (memchr), carrying only an unfinished line between chunks;
+//! 3. [`prom::relabel`]: the [`prom::Relabeler`] writes every line through
+//!    byte for byte and collects one standardized copy of each family the
+//!    table in [`prom::standard`] names;
+//! 4. WASM filters (to come);
+//! 5. [`http::response`]: the answer streams out chunked, gzipped when the
+//!    client asked, followed by the standard families and the sidecar's
+//!    own metrics ([`stats`]).
+//!
+//! ```
+//! use matrixinfer_runtime::prom::{relabel_all, standard::SGLANG};
+//!
+//! let engine = "# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs{model_name=\"m\"} 2.0\n";
+//! let out = String::from_utf8(relabel_all(SGLANG, engine.as_bytes())).unwrap();
+//! assert!(out.starts_with(engine));
+//! assert!(out.ends_with("matrixinfer:num_requests_waiting{model_name=\"m\"} 2.0\n"));
+//! ```
+//!
+//! # Around it
+//!
+//! - [`config`]: flags and environment; [`engine`]: what differs per engine;
+//! - [`runtime`]: thread-per-core workers on monoio, io_uring or epoll;
+//! - [`http`]: the HTTP/1.1 server and the codecs the client shares;
+//! - [`app`]: the routes; [`sidecar`]: the process, start to drain;
+//! - [`sim`]: a simulated engine for demos, tests and benchmarks.
+#![deny(unsafe_code)]
+
+pub mod engine;
+pub mod errors;
+pub mod prom;

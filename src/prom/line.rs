@@ -1,0 +1,380 @@
+//! One line of the Prometheus text format, classified without copying.
+//!
+//! [`classify`] looks at no more of a line than it needs: the `#` and the
+//! keyword of a comment, the metric name of a sample. Everything it returns
+//! is a range into the line it was given, so the caller keeps ownership of
+//! the bytes and nothing is allocated.
+
+use std::ops::Range;
+
+/// The type a `# TYPE` line declares for a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricType {
+    /// `counter`: samples `x`, `x_total`, `x_created`.
+    Counter,
+    /// `gauge`.
+    Gauge,
+    /// `histogram`: samples `x_bucket`, `x_sum`, `x_count`, `x_created`.
+    Histogram,
+    /// `gaugehistogram` (OpenMetrics): `x_bucket`, `x_gsum`, `x_gcount`.
+    GaugeHistogram,
+    /// `summary`: `x`, `x_sum`, `x_count`, `x_created`.
+    Summary,
+    /// `info` (OpenMetrics): `x_info`.
+    Info,
+    /// `stateset` (OpenMetrics).
+    StateSet,
+    /// `untyped`, `unknown`, a type we do not know, or no `# TYPE` line.
+    Untyped,
+}
+
+impl MetricType {
+    fn parse(token: &[u8]) -> MetricType {
+        match token {
+            b"counter" => MetricType::Counter,
+            b"gauge" => MetricType::Gauge,
+            b"histogram" => MetricType::Histogram,
+            b"gaugehistogram" => MetricType::GaugeHistogram,
+            b"summary" => MetricType::Summary,
+            b"info" => MetricType::Info,
+            b"stateset" => MetricType::StateSet,
+            _ => MetricType::Untyped,
+        }
+    }
+
+    /// Whether a sample called `name` belongs to a family called `family`
+    /// of this type. Counters own `x_total` as well as `x` because engines
+    /// spell the TYPE line both ways (`# TYPE x_total counter` from
+    /// prometheus_client, `# TYPE x counter` from OpenMetrics writers).
+    pub fn owns(self, family: &[u8], name: &[u8]) -> bool {
+        name.strip_prefix(family)
+            .is_some_and(|suffix| self.owns_suffix(suffix))
+    }
+
+    /// Whether a sample named family name + `suffix` belongs to a family of
+    /// this type. A `match` on byte strings compiles to length checks and
+    /// inline compares, which `relabel` benchmarks showed to matter.
+    pub fn owns_suffix(self, suffix: &[u8]) -> bool {
+        match self {
+            MetricType::Counter => matches!(suffix, b"" | b"_total" | b"_created"),
+            MetricType::Histogram => {
+                matches!(suffix, b"_bucket" | b"_sum" | b"_count" | b"_created")
+            }
+            MetricType::GaugeHistogram => matches!(suffix, b"_bucket" | b"_gsum" | b"_gcount"),
+            MetricType::Summary => matches!(suffix, b"" | b"_sum" | b"_count" | b"_created"),
+            MetricType::Info => matches!(suffix, b"" | b"_info"),
+            MetricType::Gauge | MetricType::StateSet | MetricType::Untyped => suffix.is_empty(),
+        }
+    }
+}
+
+/// What a line is. Ranges index the line passed to [`classify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// Empty or only blanks.
+    Blank,
+    /// `# HELP name text`.
+    Help {
+        /// The metric family name.
+        name: Range<usize>,
+    },
+    /// `# TYPE name type`.
+    Type {
+        /// The metric family name.
+        name: Range<usize>,
+        /// The declared type.
+        kind: MetricType,
+    },
+    /// `# EOF`, the OpenMetrics terminator.
+    Eof,
+    /// Any other comment.
+    Comment,
+    /// `name{labels} value [timestamp]`.
+    Sample {
+        /// The sample's metric name.
+        name: Range<usize>,
+    },
+    /// Anything else; passed through untouched.
+    Malformed,
+}
+
+/// Classifies one line, given without its `\n` (a trailing `\r` is
+/// tolerated). Never fails: a line it cannot read is [`Line::Malformed`].
+pub fn classify(line: &[u8]) -> Line {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = skip_blanks(line, 0);
+    match line.get(start) {
+        None => Line::Blank,
+        Some(b'#') => classify_comment(line, start + 1),
+        Some(_) => {
+            let name = start..name_end(line, start);
+            match line.get(name.end) {
+                Some(b'{' | b' ' | b'\t') if !name.is_empty() => Line::Sample { name },
+                _ => Line::Malformed,
+            }
+        }
+    }
+}
+
+/// Classifies the first bytes of a line too long to hold whole. A name or
+/// type that runs to the end of `head` may be cut short, so such a head is
+/// [`Line::Malformed`] rather than a guess.
+pub fn classify_head(head: &[u8]) -> Line {
+    match classify(head) {
+        Line::Help { name } if name.end == head.len() => Line::Malformed,
+        Line::Type { name, .. } => {
+            let kind_start = skip_blanks(head, name.end);
+            let kind_ends = head[kind_start..].iter().any(|&b| b == b' ' || b == b'\t');
+            if kind_ends {
+                classify(head)
+            } else {
+                Line::Malformed
+            }
+        }
+        line => line,
+    }
+}
+
+fn classify_comment(line: &[u8], after_hash: usize) -> Line {
+    if &line[after_hash..] == b" EOF" {
+        return Line::Eof;
+    }
+    let keyword_start = skip_blanks(line, after_hash);
+    if keyword_start == after_hash {
+        return Line::Comment;
+    }
+    let keyword = line.get(keyword_start..keyword_start + 4);
+    let is_help = keyword == Some(b"HELP");
+    if !is_help && keyword != Some(b"TYPE") {
+        return Line::Comment;
+    }
+    let name_start = skip_blanks(line, keyword_start + 4);
+    if name_start == keyword_start + 4 {
+        // `# HELPER` and `# TYPEWRITER` are plain comments.
+        return Line::Comment;
+    }
+    let name = name_start..name_end(line, name_start);
+    let after = line.get(name.end).copied();
+    if name.is_empty() || !matches!(after, None | Some(b' ' | b'\t')) {
+        return Line::Malformed;
+    }
+    if is_help {
+        return Line::Help { name };
+    }
+    let kind_start = skip_blanks(line, name.end);
+    let kind_end = line[kind_start..]
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')
+        .map_or(line.len(), |i| kind_start + i);
+    Line::Type {
+        name,
+        kind: MetricType::parse(&line[kind_start..kind_end]),
+    }
+}
+
+fn skip_blanks(line: &[u8], mut i: usize) -> usize {
+    while matches!(line.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// End of the metric name starting at `start`: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn name_end(line: &[u8], start: usize) -> usize {
+    match line.get(start) {
+        Some(b) if NAME_BYTE[usize::from(*b)] == NAME_START => name_continue(line, start + 1),
+        _ => start,
+    }
+}
+
+/// End of a metric name whose first `from` bytes are known to be a name.
+pub fn name_continue(line: &[u8], from: usize) -> usize {
+    line[from..]
+        .iter()
+        .position(|&b| NAME_BYTE[usize::from(b)] == 0)
+        .map_or(line.len(), |i| from + i)
+}
+
+const NAME_START: u8 = 1;
+const NAME_DIGIT: u8 = 2;
+
+/// Which bytes may appear in a metric name: a table lookup per byte rather
+/// than a chain of range checks (see the `relabel` benchmark).
+static NAME_BYTE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphabetic() || c == b'_' || c == b':' {
+            table[b] = NAME_START;
+        } else if c.is_ascii_digit() {
+            table[b] = NAME_DIGIT;
+        }
+        b += 1;
+    }
+    table
+};
+
+/// End of the label set of the sample whose name ends at `name_end`: one
+/// past its closing `}`, or `name_end` when it has none. Quotes and escapes
+/// inside label values are honoured, so a `}` in a value does not end it.
+/// An unterminated label set runs to the end of the line.
+pub fn labels_end(line: &[u8], name_end: usize) -> usize {
+    if line.get(name_end) != Some(&b'{') {
+        return name_end;
+    }
+    let mut in_value = false;
+    let mut i = name_end + 1;
+    while i < line.len() {
+        match line[i] {
+            b'\\' if in_value => i += 1,
+            b'"' => in_value = !in_value,
+            b'}' if !in_value => return i + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    line.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name_of(line: &str) -> Option<&str> {
+        match classify(line.as_bytes()) {
+            Line::Sample { name } | Line::Help { name } | Line::Type { name, .. } => {
+                Some(&line[name])
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn samples() {
+        assert_eq!(
+            name_of("vllm:num_requests_waiting{model_name=\"m\"} 0.0"),
+            Some("vllm:num_requests_waiting")
+        );
+        assert_eq!(name_of("up 1"), Some("up"));
+        assert_eq!(name_of("up\t1"), Some("up"));
+        assert_eq!(name_of("  indented 1"), Some("indented"));
+        assert_eq!(name_of("_x:y_z9 1"), Some("_x:y_z9"));
+    }
+
+    #[test]
+    fn malformed_lines() {
+        for line in [
+            "up",
+            "9lives 1",
+            "{} 1",
+            "\"quoted\" 1",
+            "é 1",
+            "a-b 1",
+            "\u{0}",
+        ] {
+            assert_eq!(classify(line.as_bytes()), Line::Malformed, "{line:?}");
+        }
+        assert_eq!(classify(b"\xff\xfe 1"), Line::Malformed);
+    }
+
+    #[test]
+    fn blanks_and_comments() {
+        assert_eq!(classify(b""), Line::Blank);
+        assert_eq!(classify(b"  \t"), Line::Blank);
+        assert_eq!(classify(b"\r"), Line::Blank);
+        assert_eq!(classify(b"# just a comment"), Line::Comment);
+        assert_eq!(classify(b"#"), Line::Comment);
+        assert_eq!(classify(b"#HELP x y"), Line::Comment);
+        assert_eq!(classify(b"# HELPER x"), Line::Comment);
+        assert_eq!(classify(b"# EOF"), Line::Eof);
+        assert_eq!(classify(b"# EOF trailing"), Line::Comment);
+    }
+
+    #[test]
+    fn metadata() {
+        assert_eq!(
+            name_of("# HELP vllm:x Help: with \"quotes\" "),
+            Some("vllm:x")
+        );
+        assert_eq!(name_of("# HELP vllm:x"), Some("vllm:x"));
+        assert_eq!(name_of("#  TYPE\tx  counter"), Some("x"));
+        let kind = |l: &str| match classify(l.as_bytes()) {
+            Line::Type { kind, .. } => Some(kind),
+            _ => None,
+        };
+        assert_eq!(kind("# TYPE x_total counter"), Some(MetricType::Counter));
+        assert_eq!(kind("# TYPE x histogram\r"), Some(MetricType::Histogram));
+        assert_eq!(kind("# TYPE x summary extra"), Some(MetricType::Summary));
+        assert_eq!(
+            kind("# TYPE x gaugehistogram"),
+            Some(MetricType::GaugeHistogram)
+        );
+        assert_eq!(kind("# TYPE x weird"), Some(MetricType::Untyped));
+        assert_eq!(kind("# TYPE x"), Some(MetricType::Untyped));
+        assert_eq!(classify(b"# TYPE 1x gauge"), Line::Malformed);
+        assert_eq!(classify(b"# HELP x{ y"), Line::Malformed);
+    }
+
+    #[test]
+    fn heads_of_long_lines() {
+        assert_eq!(classify_head(b"# HELP vllm:num_"), Line::Malformed);
+        assert_eq!(classify_head(b"# TYPE x hist"), Line::Malformed);
+        assert_eq!(
+            classify_head(b"# TYPE x histogram "),
+            classify(b"# TYPE x histogram")
+        );
+        assert_eq!(
+            classify_head(b"# HELP x some tex"),
+            Line::Help { name: 7..8 }
+        );
+        assert_eq!(classify_head(b"vllm:num_requ"), Line::Malformed);
+        assert_eq!(classify_head(b"x{a=\"lo"), Line::Sample { name: 0..1 });
+    }
+
+    #[test]
+    fn ownership_by_type() {
+        use MetricType::*;
+        let table: &[(MetricType, &str, &str, bool)] = &[
+            (Counter, "x", "x_total", true),
+            (Counter, "x_total", "x_total", true),
+            (Counter, "x", "x_created", true),
+            (Counter, "x", "x_bucket", false),
+            (Histogram, "h", "h_bucket", true),
+            (Histogram, "h", "h_sum", true),
+            (Histogram, "h", "h_count", true),
+            (Histogram, "h", "h", false),
+            (
+                Histogram,
+                "iteration_tokens_total",
+                "iteration_tokens_total_bucket",
+                true,
+            ),
+            (Summary, "s", "s", true),
+            (Gauge, "g", "g", true),
+            (Gauge, "g", "g_total", false),
+            (Gauge, "g", "gx", false),
+            (Untyped, "u", "u", true),
+            (GaugeHistogram, "gh", "gh_gsum", true),
+            (Info, "i", "i_info", true),
+        ];
+        for &(kind, family, name, want) in table {
+            assert_eq!(
+                kind.owns(family.as_bytes(), name.as_bytes()),
+                want,
+                "{kind:?} {family} {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_set_end() {
+        fn end(l: &str, name: usize) -> &str {
+            &l[..labels_end(l.as_bytes(), name)]
+        }
+        assert_eq!(end("a{b=\"c\"} 1", 1), "a{b=\"c\"}");
+        assert_eq!(end("a{b=\"}\\\"}\"} 1", 1), "a{b=\"}\\\"}\"}");
+        assert_eq!(end("a 1", 1), "a");
+        assert_eq!(end("a{b=\"unterminated 1", 1), "a{b=\"unterminated 1");
+    }
+}
