@@ -38,4 +38,6 @@
 
 pub mod engine;
 pub mod errors;
+pub mod http;
 pub mod prom;
+pub mod shutdown;

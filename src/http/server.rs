@@ -1,0 +1,315 @@
+//! The listening side: accept loop and the per-connection request loop.
+//!
+//! Each worker runs [`serve`] on its own `SO_REUSEPORT` listener. A
+//! connection task reads into one owned buffer, parses as many requests as
+//! it holds (pipelining: they are answered one after another, so in
+//! order), reads bodies, and hands each request to the [`Service`].
+//! Timeouts: a keep-alive connection may sit idle for `idle_timeout`; once
+//! a request has started, all of it must arrive within `read_timeout`.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::{TcpListener, TcpStream};
+use monoio::time::Instant;
+
+use super::chunked::ChunkedDecoder;
+use super::request::{BodyFraming, Limits, Request, RequestError, parse_head};
+use super::response::{Responder, write_all};
+use crate::shutdown::Shutdown;
+
+/// Something that answers requests.
+pub trait Service {
+    /// Answers `req` through `res`. An error means the connection is
+    /// broken and will be closed.
+    fn call(&self, req: Request, res: &mut Responder<'_>) -> impl Future<Output = io::Result<()>>;
+}
+
+/// Connection-level settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Request size limits.
+    pub limits: Limits,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a request may take to arrive once it has started.
+    pub read_timeout: Duration,
+    /// How long one write to a client may take.
+    pub write_timeout: Duration,
+    /// How long in-flight requests get to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Accepts connections until shutdown, then waits (up to the grace
+/// period) for open connections to finish their requests.
+pub async fn serve<S: Service + 'static>(
+    listener: TcpListener,
+    service: Rc<S>,
+    config: Rc<ServerConfig>,
+    shutdown: Arc<Shutdown>,
+) {
+    let open = Rc::new(Cell::new(0usize));
+    loop {
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => break,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                let service = service.clone();
+                let config = config.clone();
+                let shutdown = shutdown.clone();
+                let guard = OpenConnection::new(&open);
+                monoio::spawn(async move {
+                    let _guard = guard;
+                    serve_connection(stream, &*service, &config, &shutdown).await;
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors, mostly: back off instead of
+                // spinning, and keep serving the connections we have.
+                tracing::warn!(error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + config.shutdown_grace;
+    while open.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if open.get() > 0 {
+        tracing::warn!(
+            open = open.get(),
+            "shutdown grace period over; closing connections"
+        );
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Rc<Cell<usize>>);
+
+impl OpenConnection {
+    fn new(open: &Rc<Cell<usize>>) -> Self {
+        open.set(open.get() + 1);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// What reading the next request gave.
+enum Next {
+    Request(Request),
+    /// The client closed, went idle for too long, or we are shutting down.
+    Close,
+    /// The request is bad: answer with this error, then close.
+    Refuse(RequestError),
+}
+
+/// Serves requests on one connection until either side ends it.
+pub async fn serve_connection<S: Service>(
+    mut stream: TcpStream,
+    service: &S,
+    config: &ServerConfig,
+    shutdown: &Shutdown,
+) {
+    let mut input = Vec::with_capacity(4096);
+    let mut output = Vec::with_capacity(4096);
+    loop {
+        let request = match read_request(&mut stream, &mut input, config, shutdown).await {
+            Next::Request(request) => request,
+            Next::Close => return,
+            Next::Refuse(error) => {
+                let mut res =
+                    Responder::new(&mut stream, &mut output, config.write_timeout, false, false);
+                if res.error(error.status(), &error.to_string()).await.is_ok() {
+                    linger(&mut stream).await;
+                }
+                return;
+            }
+        };
+        let keep_alive = request.keep_alive && !shutdown.is_triggered();
+        let mut res = Responder::new(
+            &mut stream,
+            &mut output,
+            config.write_timeout,
+            request.http10,
+            keep_alive,
+        );
+        let result = service.call(request, &mut res).await;
+        if result.is_ok() && !res.is_sent() {
+            res.close_after();
+            let _ = res
+                .error(StatusCode::INTERNAL_SERVER_ERROR, "no response")
+                .await;
+        }
+        if result.is_err() || !res.is_keep_alive() || shutdown.is_triggered() {
+            return;
+        }
+        if output.capacity() > 64 * 1024 {
+            // One large answer should not pin its buffer to an idle
+            // keep-alive connection.
+            output = Vec::with_capacity(4096);
+        }
+    }
+}
+
+/// Closes after an error answer without losing it: closing a socket with
+/// unread request bytes sends a reset, which can destroy the answer before
+/// the client reads it. So: half-close, then drain briefly.
+async fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        for _ in 0..64 {
+            buf.clear();
+            match stream.read(buf).await {
+                (Ok(n), back) if n > 0 => buf = back,
+                _ => return,
+            }
+        }
+    };
+    let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Reads the next request, head and body, from `input` and the socket.
+async fn read_request(
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    config: &ServerConfig,
+    shutdown: &Shutdown,
+) -> Next {
+    let mut deadline = None;
+    let (mut request, head_len) = loop {
+        match parse_head(input, &config.limits) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(error) => return Next::Refuse(error),
+        }
+        let idle = input.is_empty();
+        if idle {
+            // Nothing of a request yet: wait up to the idle timeout, and
+            // give up at once on shutdown.
+            let read = monoio::select! {
+                read = monoio::time::timeout(config.idle_timeout, read_more(stream, input)) => read,
+                _ = shutdown.wait() => return Next::Close,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Close,
+                Ok(Ok(_)) => deadline = Some(Instant::now() + config.read_timeout),
+            }
+        } else {
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + config.read_timeout);
+            match read_until(stream, input, deadline, config).await {
+                Ok(0) => return Next::Close,
+                Ok(_) => {}
+                Err(next) => return next,
+            }
+        }
+    };
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + config.read_timeout);
+    input.drain(..head_len);
+
+    if request.expect_continue && request.framing != BodyFraming::None && input.is_empty() {
+        let (result, _) = write_all(
+            stream,
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            config.write_timeout,
+        )
+        .await;
+        if result.is_err() {
+            return Next::Close;
+        }
+    }
+    match request.framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(len) => {
+            let len = len as usize;
+            while input.len() < len {
+                match read_until(stream, input, deadline, config).await {
+                    Ok(0) => return Next::Close,
+                    Ok(_) => {}
+                    Err(next) => return next,
+                }
+            }
+            request.body = input.drain(..len).collect();
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            let mut body = Vec::new();
+            loop {
+                let used = match decoder.decode(input, |data| body.extend_from_slice(data)) {
+                    Ok(used) => used,
+                    Err(e) => return Next::Refuse(RequestError::Invalid(e.to_string())),
+                };
+                input.drain(..used);
+                if body.len() > config.limits.max_body {
+                    return Next::Refuse(RequestError::BodyTooLarge(config.limits.max_body));
+                }
+                if decoder.is_done() {
+                    break;
+                }
+                match read_until(stream, input, deadline, config).await {
+                    Ok(0) => return Next::Close,
+                    Ok(_) => {}
+                    Err(next) => return next,
+                }
+            }
+            request.body = body;
+        }
+    }
+    Next::Request(request)
+}
+
+/// Reads more of a started request, failing with 408 at `deadline`.
+async fn read_until(
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+    deadline: Instant,
+    config: &ServerConfig,
+) -> Result<usize, Next> {
+    match monoio::time::timeout_at(deadline, read_more(stream, input)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(_)) => Err(Next::Close),
+        Err(_) => Err(Next::Refuse(RequestError::Timeout(
+            config.read_timeout.as_secs(),
+        ))),
+    }
+}
+
+/// Appends what the socket has to `input`.
+async fn read_more(stream: &mut TcpStream, input: &mut Vec<u8>) -> io::Result<usize> {
+    if input.capacity() - input.len() < 4096 {
+        input.reserve(8192);
+    }
+    let buf = std::mem::take(input);
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (result, slice) = stream.read(buf.slice_mut(len..cap)).await;
+    *input = slice.into_inner();
+    result
+}
