@@ -36,8 +36,17 @@
 //! - [`sim`]: a simulated engine for demos, tests and benchmarks.
 #![deny(unsafe_code)]
 
+pub mod app;
+pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod errors;
 pub mod http;
+pub mod pipeline;
 pub mod prom;
+pub mod runtime;
 pub mod shutdown;
+pub mod sidecar;
+pub mod sim;
+pub mod stats;
+pub mod upstream;

@@ -1,0 +1,121 @@
+//! The sidecar's HTTP service: its routes, and the state each worker keeps.
+//!
+//! This is the one place that knows the URL paths; each handler lives with
+//! the concern it serves (the metrics path in [`crate::pipeline`]).
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+
+use crate::errors;
+use crate::http::gzip::GzipEncoder;
+use crate::http::{Request, Responder, Service};
+use crate::pipeline;
+use crate::prom::Relabeler;
+use crate::prom::standard::StandardName;
+use crate::stats::{Stats, WorkerStats};
+use crate::upstream::EngineClient;
+
+/// Scratch sets kept per worker between scrapes.
+const MAX_IDLE_SCRATCH: usize = 4;
+
+/// One worker's instance of the sidecar.
+#[derive(Debug)]
+pub struct App {
+    /// This worker's index.
+    pub worker: usize,
+    /// Counters of every worker.
+    pub stats: Arc<Stats>,
+    /// This worker's engine client.
+    pub engine: EngineClient,
+    table: &'static [StandardName],
+    scratch: RefCell<Vec<Scratch>>,
+}
+
+/// Buffers and state one scrape works in, reused by the next.
+#[derive(Debug)]
+pub struct Scratch {
+    /// Socket reads from the engine.
+    pub read: Vec<u8>,
+    /// Response body before compression.
+    pub plain: Vec<u8>,
+    /// Compressed response body.
+    pub wire: Vec<u8>,
+    /// Compression state, created on first use.
+    pub gzip: Option<GzipEncoder>,
+    /// Relabeling state.
+    pub relabeler: Relabeler,
+}
+
+impl App {
+    /// Worker `worker`'s instance.
+    pub fn new(
+        worker: usize,
+        stats: Arc<Stats>,
+        engine: EngineClient,
+        table: &'static [StandardName],
+    ) -> App {
+        App {
+            worker,
+            stats,
+            engine,
+            table,
+            scratch: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// This worker's counters.
+    pub fn worker_stats(&self) -> &WorkerStats {
+        self.stats.worker(self.worker)
+    }
+
+    /// Takes a scratch set from the pool, or makes one.
+    pub fn take_scratch(&self) -> Scratch {
+        self.scratch.borrow_mut().pop().unwrap_or_else(|| Scratch {
+            read: Vec::new(),
+            plain: Vec::new(),
+            wire: Vec::new(),
+            gzip: None,
+            relabeler: Relabeler::new(self.table),
+        })
+    }
+
+    /// Returns a scratch set to the pool.
+    pub fn put_scratch(&self, scratch: Scratch) {
+        let mut pool = self.scratch.borrow_mut();
+        if pool.len() < MAX_IDLE_SCRATCH {
+            pool.push(scratch);
+        }
+    }
+
+    async fn ready(&self, res: &mut Responder<'_>) -> io::Result<()> {
+        let mut buf = Vec::new();
+        match self.engine.check_health(&mut buf).await {
+            Ok(()) => {
+                res.json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+                    .await
+            }
+            Err(e) => {
+                let detail = format!("Engine not ready: {}", errors::chain(&e));
+                res.error(StatusCode::SERVICE_UNAVAILABLE, &detail).await
+            }
+        }
+    }
+}
+
+impl Service for App {
+    async fn call(&self, req: Request, res: &mut Responder<'_>) -> io::Result<()> {
+        match (req.path.as_str(), &req.method) {
+            ("/health", &Method::GET) => {
+                let body = serde_json::json!({ "status": "healthy", "service": "runtime" });
+                res.json(StatusCode::OK, &body).await
+            }
+            ("/ready", &Method::GET) => self.ready(res).await,
+            ("/metrics", &Method::GET) => pipeline::serve_metrics(self, &req, res).await,
+            ("/health" | "/ready" | "/metrics", _) => res.method_not_allowed("GET").await,
+            _ => res.error(StatusCode::NOT_FOUND, "Not Found").await,
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! Command line and environment: the flags of DESIGN.md section 1, the
+//! environment variables the Python sidecar reads, and the runtime's own
+//! options (each a flag with an environment fallback; flag beats
+//! environment beats default).
+//!
+//! clap does the reading: a missing required flag or a malformed value
+//! exits 2 with a usage message. [`Config::from_args`] then checks what
+//! clap cannot (the engine name, the engine URL) and resolves addresses.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{Engine, UnsupportedEngine};
+use crate::http::{Limits, ServerConfig};
+use crate::runtime::DriverChoice;
+use crate::upstream::{EndpointError, EngineEndpoint};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "matrixinfer-runtime",
+    version,
+    about = "Sidecar for LLM inference engines: standardized metrics, model and LoRA downloads, KV-cache events.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// A helper mode instead of the sidecar.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The sidecar's options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Helper modes.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a simulated inference engine's /metrics and /health (for demos, tests, benchmarks).
+    Simulate(SimulateArgs),
+    /// Run a simulated vLLM and the sidecar in front of it: try `curl localhost:9000/metrics`.
+    Demo(DemoArgs),
+}
+
+/// The sidecar's options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Inference engine: vllm or sglang (case-insensitive; vllmdisaggregated = vllm).
+    #[arg(short = 'E', long, required = true)]
+    pub engine: Option<String>,
+    /// Listen address.
+    #[arg(short = 'H', long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Listen port.
+    #[arg(short = 'P', long, default_value_t = 9000)]
+    pub port: u16,
+    /// Base URL of the engine.
+    #[arg(short = 'B', long, default_value = "http://localhost:8000")]
+    pub engine_base_url: String,
+    /// Path of the engine's Prometheus metrics.
+    #[arg(short = 'M', long, default_value = "/metrics")]
+    pub engine_metrics_path: String,
+    /// Pod identity ($(POD_NAME).$(NAMESPACE)), used in Redis keys.
+    #[arg(short = 'I', long, required = true)]
+    pub pod: Option<String>,
+    /// Model name, used in Redis keys.
+    #[arg(short = 'N', long, required = true)]
+    pub model: Option<String>,
+    /// Timeout of every engine call, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+    #[command(flatten)]
+    #[allow(missing_docs, reason = "documented on the type")]
+    pub server: ServerArgs,
+}
+
+/// Options of the listening server, shared by every mode.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Worker threads, each with its own runtime and listener [default: one per core].
+    #[arg(long, env = "MATRIXINFER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+    /// I/O driver: io_uring where the kernel allows it, else epoll.
+    #[arg(
+        long,
+        env = "MATRIXINFER_IO_DRIVER",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub io_driver: DriverChoice,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(long, env = "MATRIXINFER_IDLE_TIMEOUT", default_value = "120", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// Seconds a request may take to arrive once started (slow clients get 408).
+    #[arg(long, env = "MATRIXINFER_READ_TIMEOUT", default_value = "15", value_parser = parse_seconds)]
+    pub read_timeout: Duration,
+    /// Largest request line plus headers, in bytes (431 beyond).
+    #[arg(long, env = "MATRIXINFER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes (413 beyond).
+    #[arg(long, env = "MATRIXINFER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "MATRIXINFER_SHUTDOWN_GRACE", default_value = "20", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServerArgs {
+    /// The connection settings these options describe.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            limits: Limits {
+                max_head: self.max_header_bytes,
+                max_body: self.max_body_bytes,
+            },
+            idle_timeout: self.idle_timeout,
+            read_timeout: self.read_timeout,
+            write_timeout: self.read_timeout.max(Duration::from_secs(30)),
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
+    /// Worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .map_or_else(crate::runtime::available_cores, usize::from)
+    }
+}
+
+/// Options of the simulated engine.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Payload shape: vllm-v1, vllm-0.10, vllm-v0, sglang-0.5 or sglang-0.4.
+    #[arg(long, default_value = "vllm-v1")]
+    pub flavor: String,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Listen port.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Approximate payload size: bytes, or with a k/m suffix.
+    #[arg(long, default_value = "114k", value_parser = parse_size)]
+    pub size: usize,
+    /// Render as prometheus_client's multiprocess mode (no _created, _sum lines first).
+    #[arg(long)]
+    pub multiprocess: bool,
+    /// Model name in the payload's labels.
+    #[arg(long, default_value = "meta-llama/Llama-3.1-8B-Instruct")]
+    pub model: String,
+    /// Seed of the simulated activity.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Gzip the body when the client accepts it (as SGLang does).
+    #[arg(long)]
+    pub gzip: bool,
+    /// Send the body with Transfer-Encoding: chunked instead of Content-Length.
+    #[arg(long)]
+    pub chunked: bool,
+    /// Serve this file's bytes as the payload instead of a generated one.
+    #[arg(long)]
+    pub payload_file: Option<PathBuf>,
+    /// Milliseconds to wait before answering /metrics.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u16,
+    /// I/O driver.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_driver: DriverChoice,
+}
+
+/// Options of the demo.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port of the sidecar.
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// Port of the simulated engine.
+    #[arg(long, default_value_t = 8000)]
+    pub engine_port: u16,
+    /// Payload shape of the simulated engine (see `simulate --help`).
+    #[arg(long, default_value = "vllm-v1")]
+    pub flavor: String,
+}
+
+/// The sidecar's resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The engine beside us.
+    pub engine: Engine,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Where the engine is.
+    pub endpoint: EngineEndpoint,
+    /// The engine's metrics path.
+    pub metrics_path: String,
+    /// Pod identity.
+    pub pod: String,
+    /// Model name.
+    pub model: String,
+    /// Timeout of every engine call.
+    pub request_timeout: Duration,
+    /// Worker threads.
+    pub workers: usize,
+    /// I/O driver choice.
+    pub io_driver: DriverChoice,
+    /// Connection settings.
+    pub server: ServerConfig,
+}
+
+/// A configuration the runtime cannot start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--engine` names an engine we do not support.
+    #[error(transparent)]
+    Engine(#[from] UnsupportedEngine),
+    /// `--engine-base-url` is unusable.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Another option is unusable.
+    #[error("invalid value for {option}: {reason}")]
+    Invalid {
+        /// The option.
+        option: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The process exit code: 1 for an unsupported engine (as the Python
+    /// sidecar), 2 (usage) for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConfigError::Engine(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+impl Config {
+    /// Checks and resolves the parsed options.
+    pub fn from_args(args: ServeArgs) -> Result<Config, ConfigError> {
+        let required = |value: Option<String>, option| {
+            value.ok_or(ConfigError::Invalid {
+                option,
+                reason: "missing".into(),
+            })
+        };
+        let engine = Engine::parse(&required(args.engine, "--engine")?)?;
+        let listen = resolve_listen(&args.host, args.port)?;
+        let endpoint = EngineEndpoint::parse(&args.engine_base_url)?;
+        let metrics_path = normalize_path(&args.engine_metrics_path);
+        Ok(Config {
+            engine,
+            listen,
+            endpoint,
+            metrics_path,
+            pod: required(args.pod, "--pod")?,
+            model: required(args.model, "--model")?,
+            request_timeout: args.request_timeout,
+            workers: args.server.worker_count(),
+            io_driver: args.server.io_driver,
+            server: args.server.server_config(),
+        })
+    }
+}
+
+/// Resolves a listen host and port.
+pub fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError::Invalid {
+            option: "--host",
+            reason: format!("cannot resolve {host:?}"),
+        })
+}
+
+fn normalize_path(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+}
+
+/// Parses a positive number of seconds (fractions allowed).
+pub fn parse_seconds(value: &str) -> Result<Duration, String> {
+    let seconds: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds.is_finite() && seconds <= 86_400.0 * 365.0) {
+        return Err(format!("{value:?} must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses a size: `1048576`, `114k`, `1m` (binary multiples).
+pub fn parse_size(value: &str) -> Result<usize, String> {
+    let value = value.trim();
+    let lower = value.to_ascii_lowercase();
+    let (digits, multiplier) = match lower.strip_suffix(['k', 'm']) {
+        Some(digits) if lower.ends_with('k') => (digits, 1024),
+        Some(digits) => (digits, 1024 * 1024),
+        None => (lower.as_str(), 1),
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size"))?;
+    n.checked_mul(multiplier)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{value:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("matrixinfer-runtime").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = parse(&["-E", "vllm", "-I", "pod.ns", "-N", "llama"]).unwrap();
+        assert!(cli.command.is_none());
+        let config = Config::from_args(cli.serve).unwrap();
+        assert_eq!(config.engine, Engine::Vllm);
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.endpoint.base_url, "http://localhost:8000");
+        assert_eq!(config.metrics_path, "/metrics");
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(
+            (config.pod.as_str(), config.model.as_str()),
+            ("pod.ns", "llama")
+        );
+    }
+
+    #[test]
+    fn long_flags() {
+        let cli = parse(&[
+            "--engine",
+            "SGLang",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "9100",
+            "--engine-base-url",
+            "http://127.0.0.1:30000",
+            "--engine-metrics-path",
+            "stats",
+            "--pod",
+            "p",
+            "--model",
+            "m",
+            "--request-timeout",
+            "2.5",
+            "--workers",
+            "3",
+            "--io-driver",
+            "epoll",
+        ])
+        .unwrap();
+        let config = Config::from_args(cli.serve).unwrap();
+        assert_eq!(config.engine, Engine::Sglang);
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(config.metrics_path, "/stats");
+        assert_eq!(config.request_timeout, Duration::from_millis(2500));
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.io_driver, DriverChoice::Epoll);
+    }
+
+    #[test]
+    fn missing_required_flags_are_usage_errors() {
+        let err = parse(&["-E", "vllm", "-I", "p"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--model"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_engine_exits_one() {
+        let cli = parse(&["-E", "tgi", "-I", "p", "-N", "m"]).unwrap();
+        let err = Config::from_args(cli.serve).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert_eq!(
+            err.to_string(),
+            "Unsupported engine: tgi. Supported engine: vllm, sglang"
+        );
+    }
+
+    #[test]
+    fn bad_values() {
+        assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--request-timeout", "0"]).is_err());
+        assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--workers", "0"]).is_err());
+        let cli = parse(&["-E", "vllm", "-I", "p", "-N", "m", "-B", "https://x"]).unwrap();
+        assert_eq!(Config::from_args(cli.serve).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn subcommands_need_no_sidecar_flags() {
+        let cli = parse(&["simulate", "--flavor", "sglang-0.5", "--size", "1m"]).unwrap();
+        match cli.command {
+            Some(Command::Simulate(args)) => assert_eq!(args.size, 1024 * 1024),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "x", "inf", "NaN", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("114k"), Ok(114 * 1024));
+        assert_eq!(parse_size("1M"), Ok(1024 * 1024));
+        assert_eq!(parse_size("5000"), Ok(5000));
+        for bad in ["0", "k", "1g", "-1k"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

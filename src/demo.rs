@@ -1,0 +1,66 @@
+//! `demo`: a simulated engine and the sidecar in front of it, in one
+//! process, so that a fresh machine can see the whole job with one command.
+
+use std::error::Error;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use crate::config::{Config, DemoArgs, ServerArgs, SimulateArgs};
+use crate::engine::Engine;
+use crate::runtime::DriverChoice;
+use crate::shutdown::Shutdown;
+use crate::upstream::EngineEndpoint;
+use crate::{sidecar, sim};
+
+/// Runs the demo until SIGTERM/SIGINT.
+pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let simulate = SimulateArgs {
+        flavor: args.flavor,
+        host: "127.0.0.1".into(),
+        port: args.engine_port,
+        size: 114 * 1024,
+        multiprocess: false,
+        model: "meta-llama/Llama-3.1-8B-Instruct".into(),
+        seed: 0,
+        gzip: false,
+        chunked: false,
+        payload_file: None,
+        delay_ms: 0,
+        workers: 1,
+        io_driver: DriverChoice::Auto,
+    };
+    let engine = sim::start(&simulate, shutdown.clone())?;
+    let kind = match engine.flavor {
+        Some(flavor) if flavor.is_sglang() => Engine::Sglang,
+        _ => Engine::Vllm,
+    };
+    let server = ServerArgs {
+        workers: Some(1),
+        io_driver: DriverChoice::Auto,
+        idle_timeout: std::time::Duration::from_secs(120),
+        read_timeout: std::time::Duration::from_secs(15),
+        max_header_bytes: 16 * 1024,
+        max_body_bytes: 1024 * 1024,
+        shutdown_grace: std::time::Duration::from_secs(5),
+    };
+    let config = Config {
+        engine: kind,
+        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.port),
+        endpoint: EngineEndpoint::parse(&format!("http://{}", engine.addr))?,
+        metrics_path: "/metrics".into(),
+        pod: "demo-pod.default".into(),
+        model: simulate.model.clone(),
+        request_timeout: std::time::Duration::from_secs(30),
+        workers: 1,
+        io_driver: DriverChoice::Auto,
+        server: server.server_config(),
+    };
+    let sidecar = sidecar::start(config, shutdown)?;
+    tracing::info!(
+        "demo ready: curl http://localhost:{}/metrics | grep matrixinfer:",
+        sidecar.addr.port()
+    );
+    sidecar.join();
+    engine.join();
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `GET /metrics`, the whole path in one function: read this first.
+//!
+//! [1] the engine client sends the GET and yields the body as it arrives
+//! (chunked framing removed, gzip inflated); [2] the scanner cuts it into
+//! lines and [3] the relabeler writes every line through and collects the
+//! standardized copies; [4] (WASM filters, later) ; [5] the response
+//! streams out chunked, gzipped when the client asked. At the end the
+//! standardized families and the sidecar's own metrics are appended.
+//! Nothing holds the whole payload: memory per scrape is a few buffers.
+
+use std::io;
+use std::time::Instant;
+
+use http::StatusCode;
+
+use crate::app::{App, Scratch};
+use crate::errors;
+use crate::http::{Request, Responder, StreamBuffers};
+use crate::stats::ScrapeOutcome;
+use crate::upstream::{Target, UpstreamError};
+
+/// The content type of the classic text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Response bytes gathered before a write to the client.
+const FLUSH_AT: usize = 32 * 1024;
+
+/// Serves one scrape.
+pub async fn serve_metrics(app: &App, req: &Request, res: &mut Responder<'_>) -> io::Result<()> {
+    let started = Instant::now();
+    let mut scratch = app.take_scratch();
+    let (outcome, result) = scrape(app, req, res, &mut scratch).await;
+    app.worker_stats()
+        .copies_dropped(scratch.relabeler.dropped_copies());
+    app.put_scratch(scratch);
+    app.worker_stats().scrape(outcome, started.elapsed());
+    result
+}
+
+async fn scrape(
+    app: &App,
+    req: &Request,
+    res: &mut Responder<'_>,
+    scratch: &mut Scratch,
+) -> (ScrapeOutcome, io::Result<()>) {
+    let stats = app.worker_stats();
+    let Scratch {
+        read,
+        plain,
+        wire,
+        gzip,
+        relabeler,
+    } = scratch;
+
+    // [1] The engine's answer, up to its head.
+    let exchange = match app.engine.get(Target::Metrics, read).await {
+        Ok(exchange) if exchange.is_success() => Ok(exchange),
+        Ok(exchange) => Err(exchange.into_status_error().await),
+        Err(e) => Err(e),
+    };
+    let mut exchange = match exchange {
+        Ok(exchange) => exchange,
+        Err(e) => return (ScrapeOutcome::EngineError, engine_failed(app, res, e).await),
+    };
+
+    // [5] Our answer's head: the engine is there, so it is a 200.
+    let gzip = match req.accept_gzip {
+        true => Some(gzip.get_or_insert_with(Default::default)),
+        false => None,
+    };
+    let buffers = StreamBuffers { plain, wire, gzip };
+    let mut body = match res.stream(StatusCode::OK, CONTENT_TYPE, buffers).await {
+        Ok(body) => body,
+        Err(e) => return (ScrapeOutcome::ClientGone, Err(e)),
+    };
+
+    // [2] + [3] Lines through the relabeler as they arrive, [5] out.
+    relabeler.reset();
+    loop {
+        match exchange.read(|data| relabeler.feed(data, body.buf())).await {
+            Ok(true) if body.buf().len() >= FLUSH_AT => {
+                if let Err(e) = body.flush().await {
+                    return (ScrapeOutcome::ClientGone, Err(e));
+                }
+            }
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                // Too late for a 502: the body stops short and the
+                // connection closes, so the scraper sees a failed scrape
+                // rather than a complete-looking partial one.
+                stats.upstream_bytes(exchange.wire_bytes());
+                stats.upstream_error(e.reason());
+                tracing::warn!(error = %errors::chain(&e), "engine metrics body failed midway; response aborted");
+                return (ScrapeOutcome::Aborted, Ok(()));
+            }
+        }
+    }
+    stats.upstream_bytes(exchange.wire_bytes());
+    drop(exchange);
+    relabeler.finish(body.buf(), |out| app.stats.render(out));
+    match body.finish().await {
+        Ok(()) => (ScrapeOutcome::Ok, Ok(())),
+        Err(e) => (ScrapeOutcome::ClientGone, Err(e)),
+    }
+}
+
+/// 502 when the engine fails, 504 when it is too slow.
+async fn engine_failed(app: &App, res: &mut Responder<'_>, error: UpstreamError) -> io::Result<()> {
+    app.worker_stats().upstream_error(error.reason());
+    let detail = format!(
+        "Failed to fetch metrics from engine: {}",
+        errors::chain(&error)
+    );
+    tracing::warn!("{detail}");
+    let status = if error.is_timeout() {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    res.error(status, &detail).await
+}

@@ -1,0 +1,221 @@
+//! Thread-per-core: worker threads, each with its own monoio runtime and
+//! its own `SO_REUSEPORT` listener.
+//!
+//! Workers share nothing mutable: the kernel spreads connections over
+//! their listeners, each worker owns its buffers and engine connections,
+//! and counters are per worker (see [`crate::stats`]). io_uring is used
+//! where the kernel allows it; where it does not (Docker's default seccomp
+//! profile blocks it, old kernels lack it, a low memlock limit starves it),
+//! the worker falls back to epoll and says so.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use monoio::time::TimeDriver;
+use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The I/O driver a worker runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoDriver {
+    /// Linux io_uring.
+    IoUring,
+    /// epoll readiness (monoio's legacy driver).
+    Epoll,
+}
+
+impl IoDriver {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoDriver::IoUring => "io_uring",
+            IoDriver::Epoll => "epoll",
+        }
+    }
+}
+
+/// Which driver to ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverChoice {
+    /// io_uring when it works here, epoll otherwise.
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll, even where io_uring works.
+    Epoll,
+}
+
+enum WorkerRuntime {
+    IoUring(Runtime<TimeDriver<IoUringDriver>>),
+    Epoll(Runtime<TimeDriver<LegacyDriver>>),
+}
+
+impl WorkerRuntime {
+    fn build(choice: DriverChoice) -> io::Result<WorkerRuntime> {
+        let epoll = || {
+            RuntimeBuilder::<LegacyDriver>::new()
+                .enable_timer()
+                .build()
+                .map(WorkerRuntime::Epoll)
+        };
+        let uring = || {
+            RuntimeBuilder::<IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+                .map(WorkerRuntime::IoUring)
+        };
+        match choice {
+            DriverChoice::Epoll => epoll(),
+            DriverChoice::IoUring => uring(),
+            DriverChoice::Auto => uring().or_else(|e| {
+                tracing::debug!(error = %e, "io_uring unavailable");
+                epoll()
+            }),
+        }
+    }
+
+    fn driver(&self) -> IoDriver {
+        match self {
+            WorkerRuntime::IoUring(_) => IoDriver::IoUring,
+            WorkerRuntime::Epoll(_) => IoDriver::Epoll,
+        }
+    }
+
+    fn block_on<F: Future>(&mut self, future: F) -> F::Output {
+        match self {
+            WorkerRuntime::IoUring(rt) => rt.block_on(future),
+            WorkerRuntime::Epoll(rt) => rt.block_on(future),
+        }
+    }
+}
+
+/// What a worker is started with.
+pub struct WorkerStart {
+    /// Its index, 0-based.
+    pub index: usize,
+    /// Its listener, already bound.
+    pub listener: monoio::net::TcpListener,
+    /// The driver it runs on.
+    pub driver: IoDriver,
+}
+
+/// Running workers.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+    drivers: Vec<IoDriver>,
+}
+
+impl Workers {
+    /// The driver each worker runs on.
+    pub fn drivers(&self) -> &[IoDriver] {
+        &self.drivers
+    }
+
+    /// Waits for every worker to return.
+    pub fn join(self) {
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Binds `count` listeners to `addr` with `SO_REUSEPORT`, all on the same
+/// port (the first one's, when `addr` asks for port 0).
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Starts one thread per listener, named `{name}-{index}`. Each builds its
+/// runtime, then runs `work` to completion. Returns once every worker has
+/// its runtime, or the first error building one.
+pub fn start<W, F>(
+    name: &str,
+    choice: DriverChoice,
+    listeners: Vec<std::net::TcpListener>,
+    work: W,
+) -> io::Result<Workers>
+where
+    W: Fn(WorkerStart) -> F + Send + Sync + 'static,
+    F: Future<Output = ()>,
+{
+    let work = Arc::new(work);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let work = work.clone();
+        let ready = ready_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("{name}-{index}"))
+            .spawn(move || {
+                let mut runtime = match WorkerRuntime::build(choice) {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send((index, Err(e)));
+                        return;
+                    }
+                };
+                let driver = runtime.driver();
+                runtime.block_on(async move {
+                    // The legacy driver needs a non-blocking socket; io_uring
+                    // must not get one (it would answer EAGAIN, not wait).
+                    let listener = listener
+                        .set_nonblocking(driver == IoDriver::Epoll)
+                        .and_then(|()| monoio::net::TcpListener::from_std(listener));
+                    let listener = match listener {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            let _ = ready.send((index, Err(e)));
+                            return;
+                        }
+                    };
+                    let _ = ready.send((index, Ok(driver)));
+                    drop(ready);
+                    work(WorkerStart {
+                        index,
+                        listener,
+                        driver,
+                    })
+                    .await;
+                });
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut drivers = vec![IoDriver::Epoll; handles.len()];
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok((index, Ok(driver))) => drivers[index] = driver,
+            Ok((index, Err(e))) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("worker {index} could not start: {e}"),
+                ));
+            }
+            Err(_) => return Err(io::Error::other("a worker thread exited during start")),
+        }
+    }
+    Ok(Workers { handles, drivers })
+}
+
+/// The number of cores this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,82 @@
+//! The sidecar process: listeners, workers, and the drain on shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::http::server;
+use crate::runtime::{self, DriverChoice, IoDriver, Workers};
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+use crate::upstream::EngineClient;
+
+/// A running sidecar.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    workers: Workers,
+}
+
+impl Running {
+    /// Blocks until every worker has drained and stopped.
+    pub fn join(self) {
+        self.workers.join();
+    }
+}
+
+/// Binds, starts the workers and returns; the workers stop when
+/// `shutdown` is triggered.
+pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
+    let listeners = runtime::bind(config.listen, config.workers).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let addr = listeners[0].local_addr()?;
+    let stats = Arc::new(Stats::new(config.workers, config.engine.as_str()));
+    let server_config = config.server.clone();
+    let endpoint = config.endpoint.clone();
+    let metrics_path = config.metrics_path.clone();
+    let table = config.engine.metric_table();
+    let timeout = config.request_timeout;
+    let worker_stats = stats.clone();
+    let workers = runtime::start("worker", config.io_driver, listeners, move |start| {
+        let engine = EngineClient::new(endpoint.clone(), &metrics_path, timeout);
+        let app = Rc::new(App::new(start.index, worker_stats.clone(), engine, table));
+        server::serve(
+            start.listener,
+            app,
+            Rc::new(server_config.clone()),
+            shutdown.clone(),
+        )
+    })?;
+    stats.set_drivers(workers.drivers().to_vec());
+    report_drivers(config.io_driver, workers.drivers());
+    tracing::info!(
+        engine = %config.engine,
+        engine_url = %config.endpoint.base_url,
+        workers = config.workers,
+        "listening on http://{addr}"
+    );
+    Ok(Running { addr, workers })
+}
+
+/// Runs until shutdown.
+pub fn run(config: Config, shutdown: Arc<Shutdown>) -> io::Result<()> {
+    start(config, shutdown)?.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Says which I/O driver is in use, loudly when io_uring was wanted.
+pub fn report_drivers(choice: DriverChoice, drivers: &[IoDriver]) {
+    let driver = drivers.first().copied().unwrap_or(IoDriver::Epoll);
+    if choice == DriverChoice::Auto && driver == IoDriver::Epoll {
+        tracing::warn!(
+            "io_uring is unavailable here (blocked by seccomp, an old kernel or a low memlock limit); using epoll"
+        );
+    }
+    tracing::info!(driver = driver.as_str(), "I/O driver");
+}

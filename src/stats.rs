@@ -1,0 +1,283 @@
+//! The sidecar's own metrics, kept per worker and summed when scraped.
+//!
+//! Each worker thread writes only its own [`WorkerStats`] (cache-line
+//! aligned, relaxed atomics), so counting costs no contention on the
+//! scrape path; [`Stats::render`] adds the workers up and appends the
+//! `matrixinfer_runtime_*` families to the scrape it is part of.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::prom::expo;
+use crate::runtime::IoDriver;
+
+/// Upper bounds of the scrape duration histogram, in seconds.
+pub const SCRAPE_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Reasons an engine call fails, as metric labels.
+pub const UPSTREAM_ERRORS: [&str; 6] = [
+    "connect",
+    "timeout",
+    "status",
+    "protocol",
+    "io",
+    "truncated",
+];
+
+/// How a scrape of `/metrics` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrapeOutcome {
+    /// The standardized exposition was served in full.
+    Ok,
+    /// The engine failed before the response started (502/504).
+    EngineError,
+    /// The engine failed mid-body; the response was cut off.
+    Aborted,
+    /// The client went away or stopped reading.
+    ClientGone,
+}
+
+impl ScrapeOutcome {
+    const ALL: [ScrapeOutcome; 4] = [
+        ScrapeOutcome::Ok,
+        ScrapeOutcome::EngineError,
+        ScrapeOutcome::Aborted,
+        ScrapeOutcome::ClientGone,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ScrapeOutcome::Ok => "ok",
+            ScrapeOutcome::EngineError => "engine_error",
+            ScrapeOutcome::Aborted => "aborted",
+            ScrapeOutcome::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// One worker's counters. Only that worker writes them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerStats {
+    scrapes: [AtomicU64; 4],
+    /// Per-bucket counts (not cumulative); the last is `+Inf`.
+    scrape_buckets: [AtomicU64; SCRAPE_BUCKETS.len() + 1],
+    scrape_nanos: AtomicU64,
+    upstream_bytes: AtomicU64,
+    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
+    copies_dropped: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Records a finished scrape.
+    pub fn scrape(&self, outcome: ScrapeOutcome, took: Duration) {
+        let index = ScrapeOutcome::ALL
+            .iter()
+            .position(|&o| o == outcome)
+            .unwrap_or(0);
+        self.scrapes[index].fetch_add(1, Relaxed);
+        let seconds = took.as_secs_f64();
+        let bucket = SCRAPE_BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(SCRAPE_BUCKETS.len());
+        self.scrape_buckets[bucket].fetch_add(1, Relaxed);
+        self.scrape_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
+    /// Counts body bytes received from the engine.
+    pub fn upstream_bytes(&self, bytes: u64) {
+        self.upstream_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Counts a failed engine call by its reason (see [`UPSTREAM_ERRORS`]).
+    pub fn upstream_error(&self, reason: &str) {
+        if let Some(i) = UPSTREAM_ERRORS.iter().position(|&r| r == reason) {
+            self.upstream_errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts standard families left out because their source was too big.
+    pub fn copies_dropped(&self, n: u64) {
+        if n > 0 {
+            self.copies_dropped.fetch_add(n, Relaxed);
+        }
+    }
+}
+
+/// Every worker's counters plus process-wide facts.
+#[derive(Debug)]
+pub struct Stats {
+    workers: Box<[WorkerStats]>,
+    drivers: OnceLock<Vec<IoDriver>>,
+    engine: &'static str,
+}
+
+impl Stats {
+    /// Counters for `workers` workers.
+    pub fn new(workers: usize, engine: &'static str) -> Stats {
+        Stats {
+            workers: (0..workers.max(1))
+                .map(|_| WorkerStats::default())
+                .collect(),
+            drivers: OnceLock::new(),
+            engine,
+        }
+    }
+
+    /// The counters of worker `index`.
+    pub fn worker(&self, index: usize) -> &WorkerStats {
+        &self.workers[index % self.workers.len()]
+    }
+
+    /// Records which I/O driver each worker ended up on.
+    pub fn set_drivers(&self, drivers: Vec<IoDriver>) {
+        let _ = self.drivers.set(drivers);
+    }
+
+    /// Appends the `matrixinfer_runtime_*` families.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        let sum = |f: &dyn Fn(&WorkerStats) -> &AtomicU64| -> u64 {
+            self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
+        };
+
+        expo::header(
+            out,
+            "matrixinfer_runtime_info",
+            "gauge",
+            "Runtime version and the engine it serves.",
+        );
+        expo::sample(
+            out,
+            "matrixinfer_runtime_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("engine", self.engine),
+            ],
+            1u64,
+        );
+
+        expo::header(
+            out,
+            "matrixinfer_runtime_io_driver",
+            "gauge",
+            "Worker threads by I/O driver (io_uring, or epoll where io_uring is unavailable).",
+        );
+        let drivers = self.drivers.get().map(Vec::as_slice).unwrap_or_default();
+        for driver in [IoDriver::IoUring, IoDriver::Epoll] {
+            let n = drivers.iter().filter(|&&d| d == driver).count() as u64;
+            expo::sample(
+                out,
+                "matrixinfer_runtime_io_driver",
+                &[("driver", driver.as_str())],
+                n,
+            );
+        }
+
+        expo::header(
+            out,
+            "matrixinfer_runtime_scrapes_total",
+            "counter",
+            "Scrapes of /metrics by outcome.",
+        );
+        for (i, outcome) in ScrapeOutcome::ALL.iter().enumerate() {
+            let n = sum(&|w| &w.scrapes[i]);
+            expo::sample(
+                out,
+                "matrixinfer_runtime_scrapes_total",
+                &[("outcome", outcome.label())],
+                n,
+            );
+        }
+
+        let name = "matrixinfer_runtime_scrape_duration_seconds";
+        expo::header(
+            out,
+            name,
+            "histogram",
+            "Time to serve /metrics, engine fetch included.",
+        );
+        let counts: Vec<u64> = (0..=SCRAPE_BUCKETS.len())
+            .map(|i| sum(&|w| &w.scrape_buckets[i]))
+            .collect();
+        let seconds = sum(&|w| &w.scrape_nanos) as f64 / 1e9;
+        expo::histogram(out, name, &[], &SCRAPE_BUCKETS, &counts, seconds);
+
+        let name = "matrixinfer_runtime_upstream_bytes_total";
+        expo::header(
+            out,
+            name,
+            "counter",
+            "Body bytes received from the engine's metrics endpoint.",
+        );
+        expo::sample(out, name, &[], sum(&|w| &w.upstream_bytes));
+
+        let name = "matrixinfer_runtime_upstream_errors_total";
+        expo::header(out, name, "counter", "Failed engine calls by reason.");
+        for (i, reason) in UPSTREAM_ERRORS.iter().enumerate() {
+            expo::sample(
+                out,
+                name,
+                &[("reason", reason)],
+                sum(&|w| &w.upstream_errors[i]),
+            );
+        }
+
+        let name = "matrixinfer_runtime_standard_copies_dropped_total";
+        expo::header(
+            out,
+            name,
+            "counter",
+            "Standard families left out of a scrape because their source exceeded the copy cap.",
+        );
+        expo::sample(out, name, &[], sum(&|w| &w.copies_dropped));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_workers() {
+        let stats = Stats::new(2, "vllm");
+        stats.set_drivers(vec![IoDriver::IoUring, IoDriver::Epoll]);
+        stats
+            .worker(0)
+            .scrape(ScrapeOutcome::Ok, Duration::from_micros(300));
+        stats
+            .worker(1)
+            .scrape(ScrapeOutcome::Ok, Duration::from_millis(3));
+        stats
+            .worker(1)
+            .scrape(ScrapeOutcome::EngineError, Duration::from_secs(60));
+        stats.worker(0).upstream_bytes(100);
+        stats.worker(1).upstream_bytes(23);
+        stats.worker(1).upstream_error("timeout");
+        let mut out = Vec::new();
+        stats.render(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "matrixinfer_runtime_io_driver{driver=\"io_uring\"} 1",
+            "matrixinfer_runtime_io_driver{driver=\"epoll\"} 1",
+            "matrixinfer_runtime_scrapes_total{outcome=\"ok\"} 2",
+            "matrixinfer_runtime_scrapes_total{outcome=\"engine_error\"} 1",
+            "matrixinfer_runtime_scrape_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "matrixinfer_runtime_scrape_duration_seconds_bucket{le=\"0.005\"} 2",
+            "matrixinfer_runtime_scrape_duration_seconds_bucket{le=\"10\"} 2",
+            "matrixinfer_runtime_scrape_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "matrixinfer_runtime_scrape_duration_seconds_count 3",
+            "matrixinfer_runtime_upstream_bytes_total 123",
+            "matrixinfer_runtime_upstream_errors_total{reason=\"timeout\"} 1",
+            "matrixinfer_runtime_upstream_errors_total{reason=\"connect\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+}
