@@ -41,6 +41,8 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod errors;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz_logic;
 pub mod http;
 pub mod pipeline;
 pub mod prom;
