@@ -255,6 +255,12 @@ impl Config {
         let engine = Engine::parse(&required(args.engine, "--engine")?)?;
         let listen = resolve_listen(&args.host, args.port)?;
         let endpoint = EngineEndpoint::parse(&args.engine_base_url)?;
+        if endpoint.addrs.is_empty() {
+            tracing::warn!(
+                url = %endpoint.base_url,
+                "the engine host does not resolve yet; every connection attempt will try again"
+            );
+        }
         let metrics_path = normalize_path(&args.engine_metrics_path);
         Ok(Config {
             engine,

@@ -27,14 +27,19 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Socket read size.
 const READ_SIZE: usize = 64 * 1024;
 
-/// Where the engine is, resolved once at start.
+/// Where the engine is.
 #[derive(Clone, Debug)]
 pub struct EngineEndpoint {
     /// The base URL as configured, for messages.
     pub base_url: String,
     /// `Host` header value.
     pub host: String,
-    /// Addresses to try, in order.
+    /// The host name or address, to resolve.
+    pub hostname: String,
+    /// The port.
+    pub port: u16,
+    /// Addresses to try, in order, as resolved at start; empty if the name
+    /// did not resolve then (each connection attempt tries again).
     pub addrs: Vec<SocketAddr>,
     /// Path prefix of the base URL, without a trailing `/`.
     pub prefix: String,
@@ -51,20 +56,11 @@ pub enum EndpointError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The host does not resolve.
-    #[error("cannot resolve the engine host in {url:?}")]
-    Resolve {
-        /// The URL.
-        url: String,
-        /// The resolver's error.
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl EngineEndpoint {
-    /// Parses and resolves `http://host[:port][/prefix]`. The engine runs in
-    /// the same Pod, so plain HTTP is all it speaks to us.
+    /// Parses `http://host[:port][/prefix]` and resolves the host once. The
+    /// engine runs in the same Pod, so plain HTTP is all it speaks to us.
     pub fn parse(url: &str) -> Result<EngineEndpoint, EndpointError> {
         let invalid = |reason| EndpointError::Invalid {
             url: url.to_owned(),
@@ -86,26 +82,34 @@ impl EngineEndpoint {
             return Err(invalid("no host"));
         }
         let port = authority.port_u16().unwrap_or(80);
-        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(bare_host, port))
-            .map_err(|source| EndpointError::Resolve {
-                url: url.to_owned(),
-                source,
-            })?
-            .collect();
-        if addrs.is_empty() {
-            return Err(EndpointError::Resolve {
-                url: url.to_owned(),
-                source: io::ErrorKind::NotFound.into(),
-            });
-        }
+        let hostname = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let addrs = resolve(&hostname, port).unwrap_or_default();
         Ok(EngineEndpoint {
             base_url: url.trim_end_matches('/').to_owned(),
             host: authority.as_str().to_owned(),
+            hostname,
+            port,
             addrs,
             prefix: uri.path().trim_end_matches('/').to_owned(),
         })
     }
+}
+
+/// Resolves a host name. Blocking: called at start, and on a worker only
+/// while the engine's name has never resolved (a misconfiguration or a DNS
+/// outage, not the normal path).
+fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        ));
+    }
+    Ok(addrs)
 }
 
 /// An engine call that failed. Messages name the URL and never carry a
@@ -200,6 +204,7 @@ pub struct EngineClient {
     metrics: Prepared,
     health: Prepared,
     idle: RefCell<Vec<TcpStream>>,
+    addrs: RefCell<Vec<SocketAddr>>,
 }
 
 /// A request written out once at start.
@@ -237,12 +242,14 @@ impl EngineClient {
             "text/plain;version=0.0.4;q=1,*/*;q=0.1",
         );
         let health = Prepared::new(&endpoint, "/health", "*/*");
+        let addrs = RefCell::new(endpoint.addrs.clone());
         EngineClient {
             endpoint,
             timeout,
             metrics,
             health,
             idle: RefCell::new(Vec::new()),
+            addrs,
         }
     }
 
@@ -310,8 +317,18 @@ impl EngineClient {
     }
 
     async fn connect(&self, url: &str, deadline: Instant) -> Result<TcpStream, UpstreamError> {
+        if self.addrs.borrow().is_empty() {
+            let addrs = resolve(&self.endpoint.hostname, self.endpoint.port).map_err(|source| {
+                UpstreamError::Connect {
+                    url: url.to_owned(),
+                    source,
+                }
+            })?;
+            *self.addrs.borrow_mut() = addrs;
+        }
+        let addrs = self.addrs.borrow().clone();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for addr in &self.endpoint.addrs {
+        for addr in &addrs {
             match monoio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -728,6 +745,12 @@ mod tests {
         assert_eq!(
             EngineEndpoint::parse("http://10.0.0.1").unwrap().addrs[0].port(),
             80
+        );
+        let unresolved = EngineEndpoint::parse("http://no-such-host.invalid:8000").unwrap();
+        assert!(unresolved.addrs.is_empty());
+        assert_eq!(
+            (unresolved.hostname.as_str(), unresolved.port),
+            ("no-such-host.invalid", 8000)
         );
         for bad in [
             "https://localhost:8000",

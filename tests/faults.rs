@@ -387,3 +387,37 @@ fn upstream_errors_are_counted() {
             == 3
     );
 }
+
+#[test]
+fn unresolvable_engine_host_does_not_stop_the_sidecar() {
+    let sidecar = Proc::start(
+        &[
+            "-E",
+            "vllm",
+            "-I",
+            "p",
+            "-N",
+            "m",
+            "-H",
+            "127.0.0.1",
+            "-P",
+            "0",
+            "-B",
+            "http://no-such-host.invalid:8000",
+        ],
+        &[],
+    );
+    assert!(
+        sidecar.log().contains("does not resolve yet"),
+        "{}",
+        sidecar.log()
+    );
+    still_serving(&sidecar);
+    let response = get(sidecar.addr, "/metrics");
+    assert_eq!(response.status, 502);
+    assert!(
+        response.detail().starts_with("Failed to fetch metrics from engine: cannot connect to http://no-such-host.invalid:8000/metrics: "),
+        "{}",
+        response.detail()
+    );
+}

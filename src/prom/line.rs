@@ -120,19 +120,16 @@ pub fn classify(line: &[u8]) -> Line {
 /// type that runs to the end of `head` may be cut short, so such a head is
 /// [`Line::Malformed`] rather than a guess.
 pub fn classify_head(head: &[u8]) -> Line {
-    match classify(head) {
-        Line::Help { name } if name.end == head.len() => Line::Malformed,
+    let line = classify(head);
+    let cut_short = match &line {
+        Line::Help { name } => name.end == head.len(),
         Line::Type { name, .. } => {
             let kind_start = skip_blanks(head, name.end);
-            let kind_ends = head[kind_start..].iter().any(|&b| b == b' ' || b == b'\t');
-            if kind_ends {
-                classify(head)
-            } else {
-                Line::Malformed
-            }
+            !head[kind_start..].iter().any(|&b| b == b' ' || b == b'\t')
         }
-        line => line,
-    }
+        _ => false,
+    };
+    if cut_short { Line::Malformed } else { line }
 }
 
 fn classify_comment(line: &[u8], after_hash: usize) -> Line {
