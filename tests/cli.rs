@@ -61,31 +61,16 @@ fn engine_names_are_case_insensitive() {
 
 #[test]
 fn bad_values_are_usage_errors() {
-    let (code, stderr) = run(
-        &["-E", "vllm", "-I", "p", "-N", "m"],
-        &[("REQUEST_TIMEOUT", "soon")],
-    );
+    let (code, stderr) = run(&vllm_sidecar_args(&[]), &[("REQUEST_TIMEOUT", "soon")]);
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains("REQUEST_TIMEOUT") || stderr.contains("request-timeout"),
         "{stderr}"
     );
-    let (code, stderr) = run(
-        &[
-            "-E",
-            "vllm",
-            "-I",
-            "p",
-            "-N",
-            "m",
-            "-B",
-            "https://localhost:8000",
-        ],
-        &[],
-    );
+    let (code, stderr) = run(&vllm_sidecar_args(&["-B", "https://localhost:8000"]), &[]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("https"), "{stderr}");
-    let (code, _) = run(&["-E", "vllm", "-I", "p", "-N", "m", "--workers", "0"], &[]);
+    let (code, _) = run(&vllm_sidecar_args(&["--workers", "0"]), &[]);
     assert_eq!(code, Some(2));
 }
 
@@ -93,21 +78,7 @@ fn bad_values_are_usage_errors() {
 fn port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let (code, stderr) = run(
-        &[
-            "-E",
-            "vllm",
-            "-I",
-            "p",
-            "-N",
-            "m",
-            "-H",
-            "127.0.0.1",
-            "-P",
-            &port,
-        ],
-        &[],
-    );
+    let (code, stderr) = run(&vllm_sidecar_args(&["-H", "127.0.0.1", "-P", &port]), &[]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("cannot listen on 127.0.0.1:"), "{stderr}");
 }

@@ -391,20 +391,14 @@ fn upstream_errors_are_counted() {
 #[test]
 fn unresolvable_engine_host_does_not_stop_the_sidecar() {
     let sidecar = Proc::start(
-        &[
-            "-E",
-            "vllm",
-            "-I",
-            "p",
-            "-N",
-            "m",
+        &vllm_sidecar_args(&[
             "-H",
             "127.0.0.1",
             "-P",
             "0",
             "-B",
             "http://no-such-host.invalid:8000",
-        ],
+        ]),
         &[],
     );
     assert!(

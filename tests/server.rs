@@ -57,19 +57,13 @@ fn io_uring_and_epoll_both_serve() {
         // Asked for explicitly where it cannot work: a clear failure.
         let engine = Engine::flavor("vllm-v1").size("50k").start();
         let output = std::process::Command::new(BIN)
-            .args([
-                "-E",
-                "vllm",
-                "-I",
-                "p",
-                "-N",
-                "m",
+            .args(vllm_sidecar_args(&[
                 "-P",
                 "0",
                 "--io-driver",
                 "io-uring",
                 "-B",
-            ])
+            ]))
             .arg(format!("http://{}", engine.addr))
             .output()
             .unwrap();

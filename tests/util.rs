@@ -179,6 +179,13 @@ impl Engine {
     }
 }
 
+/// The required flags of a vLLM sidecar, then `extra`.
+pub fn vllm_sidecar_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["-E", "vllm", "-I", "p", "-N", "m"];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Options of a sidecar under test.
 #[derive(Clone, Debug)]
 pub struct Sidecar {
