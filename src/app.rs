@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
+use crate::download::{self, jobs::Jobs};
 use crate::errors;
 use crate::http::gzip::GzipEncoder;
 use crate::http::{Request, Responder, Service};
@@ -30,6 +31,8 @@ pub struct App {
     pub stats: Arc<Stats>,
     /// This worker's engine client.
     pub engine: EngineClient,
+    /// Downloads of the whole process.
+    pub jobs: Arc<Jobs>,
     table: &'static [StandardName],
     scratch: RefCell<Vec<Scratch>>,
 }
@@ -55,12 +58,14 @@ impl App {
         worker: usize,
         stats: Arc<Stats>,
         engine: EngineClient,
+        jobs: Arc<Jobs>,
         table: &'static [StandardName],
     ) -> App {
         App {
             worker,
             stats,
             engine,
+            jobs,
             table,
             scratch: RefCell::new(Vec::new()),
         }
@@ -114,7 +119,18 @@ impl Service for App {
             }
             ("/ready", &Method::GET) => self.ready(res).await,
             ("/metrics", &Method::GET) => pipeline::serve_metrics(self, &req, res).await,
-            ("/health" | "/ready" | "/metrics", _) => res.method_not_allowed("GET").await,
+            ("/v1/download_model", &Method::POST) => {
+                download::api::download_model(&self.jobs, &req, res).await
+            }
+            ("/v1/downloads", &Method::GET) => download::api::list(&self.jobs, res).await,
+            (path, &Method::GET) if path.starts_with("/v1/downloads/") => {
+                download::api::status(&self.jobs, &path["/v1/downloads/".len()..], res).await
+            }
+            ("/health" | "/ready" | "/metrics" | "/v1/downloads", _) => {
+                res.method_not_allowed("GET").await
+            }
+            ("/v1/download_model", _) => res.method_not_allowed("POST").await,
+            (path, _) if path.starts_with("/v1/downloads/") => res.method_not_allowed("GET").await,
             _ => res.error(StatusCode::NOT_FOUND, "Not Found").await,
         }
     }

@@ -43,6 +43,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Run a simulated vLLM and the sidecar in front of it: try `curl localhost:9000/metrics`.
     Demo(DemoArgs),
+    /// Download a model without the server (for init containers); exits 0 only when all is verified.
+    Download(DownloadArgs),
 }
 
 /// The sidecar's options.
@@ -172,6 +174,23 @@ pub struct SimulateArgs {
     /// I/O driver.
     #[arg(long, value_enum, default_value = "auto")]
     pub io_driver: DriverChoice,
+}
+
+/// Options of the `download` command.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// HuggingFace repo id (namespace/name), s3://bucket/prefix, obs://bucket/prefix or pvc://path.
+    #[arg(long)]
+    pub source: String,
+    /// Absolute directory to download into.
+    #[arg(long)]
+    pub output_dir: String,
+    /// Source settings as a JSON object: hf_token, hf_endpoint, hf_revision, access_key, secret_key, endpoint, region, session_token.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Parallel transfers (1 to 64).
+    #[arg(long, default_value_t = 8)]
+    pub max_workers: u32,
 }
 
 /// Options of the demo.

@@ -33,12 +33,14 @@
 //! - [`runtime`]: thread-per-core workers on monoio, io_uring or epoll;
 //! - [`http`]: the HTTP/1.1 server and the codecs the client shares;
 //! - [`app`]: the routes; [`sidecar`]: the process, start to drain;
+//! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
 //! - [`sim`]: a simulated engine for demos, tests and benchmarks.
 #![deny(unsafe_code)]
 
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod download;
 pub mod engine;
 pub mod errors;
 #[cfg(any(fuzzing, test))]

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use event_listener::Event;
+use event_listener::{Event, Listener};
 
 /// A one-way, process-wide stop signal.
 #[derive(Debug, Default)]
@@ -42,6 +42,22 @@ impl Shutdown {
                 return;
             }
             listener.await;
+        }
+    }
+}
+
+impl Shutdown {
+    /// Blocks the calling thread until the signal is triggered.
+    pub fn wait_blocking(&self) {
+        loop {
+            if self.is_triggered() {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.wait();
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::download::jobs::Jobs;
 use crate::http::server;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
 use crate::shutdown::Shutdown;
@@ -35,7 +36,23 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
         io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
     let addr = listeners[0].local_addr()?;
-    let stats = Arc::new(Stats::new(config.workers, config.engine.as_str()));
+    let jobs = Arc::new(Jobs::default());
+    {
+        // Running downloads stop with the process; what they fetched is
+        // kept and resumed by the next request for the same directory.
+        let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("shutdown-jobs".into())
+            .spawn(move || {
+                shutdown.wait_blocking();
+                jobs.cancel_all();
+            })?;
+    }
+    let stats = Arc::new(Stats::new(
+        config.workers,
+        config.engine.as_str(),
+        jobs.clone(),
+    ));
     let server_config = config.server.clone();
     let endpoint = config.endpoint.clone();
     let metrics_path = config.metrics_path.clone();
@@ -44,7 +61,13 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
     let worker_stats = stats.clone();
     let workers = runtime::start("worker", config.io_driver, listeners, move |start| {
         let engine = EngineClient::new(endpoint.clone(), &metrics_path, timeout);
-        let app = Rc::new(App::new(start.index, worker_stats.clone(), engine, table));
+        let app = Rc::new(App::new(
+            start.index,
+            worker_stats.clone(),
+            engine,
+            jobs.clone(),
+            table,
+        ));
         server::serve(
             start.listener,
             app,

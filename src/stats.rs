@@ -5,10 +5,11 @@
 //! scrape path; [`Stats::render`] adds the workers up and appends the
 //! `matrixinfer_runtime_*` families to the scrape it is part of.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::download::jobs::Jobs;
 use crate::prom::expo;
 use crate::runtime::IoDriver;
 
@@ -114,17 +115,19 @@ pub struct Stats {
     workers: Box<[WorkerStats]>,
     drivers: OnceLock<Vec<IoDriver>>,
     engine: &'static str,
+    jobs: Arc<Jobs>,
 }
 
 impl Stats {
     /// Counters for `workers` workers.
-    pub fn new(workers: usize, engine: &'static str) -> Stats {
+    pub fn new(workers: usize, engine: &'static str, jobs: Arc<Jobs>) -> Stats {
         Stats {
             workers: (0..workers.max(1))
                 .map(|_| WorkerStats::default())
                 .collect(),
             drivers: OnceLock::new(),
             engine,
+            jobs,
         }
     }
 
@@ -234,6 +237,8 @@ impl Stats {
             "Standard families left out of a scrape because their source exceeded the copy cap.",
         );
         expo::sample(out, name, &[], sum(&|w| &w.copies_dropped));
+
+        self.jobs.stats.render(out);
     }
 }
 
@@ -243,7 +248,7 @@ mod tests {
 
     #[test]
     fn sums_workers() {
-        let stats = Stats::new(2, "vllm");
+        let stats = Stats::new(2, "vllm", Arc::default());
         stats.set_drivers(vec![IoDriver::IoUring, IoDriver::Epoll]);
         stats
             .worker(0)

@@ -1,0 +1,352 @@
+//! HuggingFace: a model repository at a revision.
+//!
+//! hf-hub does what it does well: the endpoint, the token (from the
+//! request, the environment or the HuggingFace token file) and the
+//! repository info call, which turns the revision into a commit and, with
+//! `blobs=true`, lists every file with its size, git blob id and LFS
+//! SHA-256. The bytes then come through the same ranged downloader as S3,
+//! from `{endpoint}/{repo}/resolve/{commit}/{path}`, following the redirect
+//! to the CDN; the token goes to the endpoint's host and nowhere else.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Repo, RepoType};
+use serde::Deserialize;
+
+use super::error::DownloadError;
+use super::fetch::{FetchError, Origin, RemoteFile};
+use super::http::{HttpClient, Url};
+use super::request::{Secret, Settings};
+use super::s3::uri_encode;
+use super::verify::Expect;
+use super::{read_into_sink, transient_status};
+
+/// The public Hub.
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+
+/// A repository pinned to a commit.
+pub struct HfRepo {
+    client: HttpClient,
+    endpoint: Url,
+    token: Option<Secret>,
+    repo: String,
+    /// The commit the revision resolved to.
+    pub commit: String,
+    /// Where each file's bytes were last found (after redirects).
+    resolved: Mutex<HashMap<String, Url>>,
+}
+
+impl std::fmt::Debug for HfRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HfRepo")
+            .field("repo", &self.repo)
+            .field("commit", &self.commit)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct Info {
+    sha: String,
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+}
+
+#[derive(Deserialize)]
+struct Sibling {
+    rfilename: String,
+    size: Option<u64>,
+    #[serde(rename = "blobId")]
+    blob_id: Option<String>,
+    lfs: Option<Lfs>,
+}
+
+#[derive(Deserialize)]
+struct Lfs {
+    sha256: String,
+    size: u64,
+}
+
+impl HfRepo {
+    /// Resolves the revision and lists the repository's files.
+    pub fn open(
+        repo: &str,
+        settings: &Settings,
+        timeout: Duration,
+    ) -> Result<(HfRepo, Vec<RemoteFile>), DownloadError> {
+        let endpoint_text = settings
+            .hf_endpoint
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let endpoint_text = endpoint_text.trim_end_matches('/').to_owned();
+        let endpoint = Url::parse(&endpoint_text)
+            .map_err(|e| DownloadError::BadPath(format!("hf_endpoint: {e}")))?;
+        let revision = settings
+            .hf_revision
+            .clone()
+            .unwrap_or_else(|| "main".to_owned());
+        let token = settings
+            .hf_token
+            .clone()
+            .or_else(|| hf_hub::Cache::from_env().token().map(Secret::new));
+
+        let api = ApiBuilder::new()
+            .with_endpoint(endpoint_text)
+            .with_token(token.as_ref().map(|t| t.expose().to_owned()))
+            .with_progress(false)
+            .with_user_agent("matrixinfer-runtime", env!("CARGO_PKG_VERSION"))
+            .build()
+            .map_err(|e| DownloadError::Source(format!("HuggingFace client: {e}")))?;
+        let handle = api.repo(Repo::with_revision(
+            repo.to_owned(),
+            RepoType::Model,
+            revision.clone(),
+        ));
+        let what = format!("{repo}@{revision}");
+        let info: Info = call_with_retries(&what, || {
+            handle
+                .info_request()
+                .query("blobs", "true")
+                .call()
+                .map_err(|e| ApiError::RequestError(Box::new(e)))
+        })?
+        .into_json()
+        .map_err(|e| {
+            DownloadError::Source(format!("unreadable repository info for {what}: {e}"))
+        })?;
+
+        let mut files = Vec::new();
+        for sibling in info.siblings {
+            let (size, expect) = match (&sibling.lfs, &sibling.blob_id) {
+                (Some(lfs), _) => (
+                    lfs.size,
+                    Expect::sha256_hex(&lfs.sha256).unwrap_or(Expect::SizeOnly),
+                ),
+                (None, Some(blob)) => (
+                    sibling.size.unwrap_or(0),
+                    Expect::git_blob_hex(blob).unwrap_or(Expect::SizeOnly),
+                ),
+                (None, None) => (sibling.size.unwrap_or(0), Expect::SizeOnly),
+            };
+            if sibling.size.is_none() && sibling.lfs.is_none() {
+                return Err(DownloadError::Source(format!(
+                    "{what}: the Hub listed {} without a size",
+                    sibling.rfilename
+                )));
+            }
+            files.push(RemoteFile {
+                version: format!("{}:{}", info.sha, expect.key()),
+                rel: sibling.rfilename.clone(),
+                size,
+                expect,
+                locator: sibling.rfilename,
+            });
+        }
+        if files.is_empty() {
+            return Err(DownloadError::NotFound(format!(
+                "{what}: the repository has no files"
+            )));
+        }
+        let repo = HfRepo {
+            client: HttpClient::new(timeout),
+            endpoint,
+            token,
+            repo: repo.to_owned(),
+            commit: info.sha,
+            resolved: Mutex::new(HashMap::new()),
+        };
+        Ok((repo, files))
+    }
+
+    fn resolve_url(&self, path: &str) -> Url {
+        let encoded: Vec<String> = path.split('/').map(|p| uri_encode(p, false)).collect();
+        let mut url = self.endpoint.clone();
+        let base = url.target.trim_end_matches('/').to_owned();
+        url.target = format!(
+            "{base}/{}/resolve/{}/{}",
+            self.repo,
+            self.commit,
+            encoded.join("/")
+        );
+        url
+    }
+
+    /// Headers for `url`: the token only for the endpoint's own host.
+    fn headers(&self, url: &Url, range: &Range<u64>) -> Vec<(String, String)> {
+        let mut headers = vec![(
+            "range".to_owned(),
+            format!("bytes={}-{}", range.start, range.end - 1),
+        )];
+        if let Some(token) = &self.token
+            && url.origin == self.endpoint.origin
+        {
+            headers.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", token.expose()),
+            ));
+        }
+        headers
+    }
+}
+
+impl Origin for HfRepo {
+    fn fetch(
+        &self,
+        file: &RemoteFile,
+        range: Range<u64>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), FetchError>,
+    ) -> Result<(), FetchError> {
+        let cached = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&file.locator)
+            .cloned();
+        let from_cache = cached.is_some();
+        let mut url = cached.unwrap_or_else(|| self.resolve_url(&file.locator));
+        for _ in 0..=MAX_REDIRECTS {
+            let headers = self.headers(&url, &range);
+            let mut response = self
+                .client
+                .request("GET", &url, &headers)
+                .map_err(|e| FetchError::Transient(e.to_string()))?;
+            match response.status {
+                200 | 206 => {
+                    self.resolved
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(file.locator.clone(), url);
+                    return read_into_sink(&mut response, &range, sink);
+                }
+                301 | 302 | 303 | 307 | 308 => {
+                    let location = response.header("location").unwrap_or_default().to_owned();
+                    url = url.join(&location).map_err(|e| {
+                        FetchError::Fatal(DownloadError::Source(format!(
+                            "bad redirect for {}: {e}",
+                            file.rel
+                        )))
+                    })?;
+                }
+                // A signed CDN link that expired: resolve again next time.
+                401 | 403 if from_cache => {
+                    self.resolved
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&file.locator);
+                    return Err(FetchError::Transient(format!(
+                        "HTTP {} from {}",
+                        response.status,
+                        url.display_without_query()
+                    )));
+                }
+                401 | 403 => {
+                    let body = response.text(2048).unwrap_or_default();
+                    return Err(FetchError::Fatal(DownloadError::Denied(format!(
+                        "{}/{}: HTTP {} {}",
+                        self.repo,
+                        file.rel,
+                        response.status,
+                        body.trim()
+                    ))));
+                }
+                404 => {
+                    return Err(FetchError::Fatal(DownloadError::NotFound(format!(
+                        "{}/{} at {}",
+                        self.repo, file.rel, self.commit
+                    ))));
+                }
+                status if transient_status(status) => {
+                    return Err(FetchError::Transient(format!(
+                        "HTTP {status} from {}",
+                        url.display_without_query()
+                    )));
+                }
+                status => {
+                    return Err(FetchError::Fatal(DownloadError::Source(format!(
+                        "{}: HTTP {status} from {}",
+                        file.rel,
+                        url.display_without_query()
+                    ))));
+                }
+            }
+        }
+        Err(FetchError::Fatal(DownloadError::Source(format!(
+            "{}: too many redirects",
+            file.rel
+        ))))
+    }
+}
+
+/// Runs a Hub API call, retrying network faults and 5xx; 401/403 and 404
+/// fail at once with what the Hub said.
+fn call_with_retries(
+    what: &str,
+    call: impl Fn() -> Result<ureq::Response, ApiError>,
+) -> Result<ureq::Response, DownloadError> {
+    let policy = super::retry::RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let reason = match call() {
+            Ok(response) => return Ok(response),
+            Err(ApiError::RequestError(error)) => match *error {
+                ureq::Error::Status(status, response) => {
+                    let body = response.into_string().unwrap_or_default();
+                    let message = hub_message(&body);
+                    match status {
+                        401 | 403 => {
+                            return Err(DownloadError::Denied(format!(
+                                "{what}: HTTP {status} {message} (private or gated repository: check hf_token)"
+                            )));
+                        }
+                        404 => return Err(DownloadError::NotFound(format!("{what}: {message}"))),
+                        s if transient_status(s) => format!("HTTP {status} {message}"),
+                        _ => {
+                            return Err(DownloadError::Source(format!(
+                                "{what}: HTTP {status} {message}"
+                            )));
+                        }
+                    }
+                }
+                ureq::Error::Transport(transport) => transport.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if attempt >= policy.attempts {
+            return Err(DownloadError::Exhausted {
+                what: what.to_owned(),
+                attempts: attempt,
+                last: reason,
+            });
+        }
+        std::thread::sleep(policy.backoff(attempt));
+    }
+}
+
+/// The Hub's `{"error": "..."}`, or the body itself.
+fn hub_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            hub_message(r#"{"error":"Revision Not Found for url"}"#),
+            "Revision Not Found for url"
+        );
+        assert_eq!(hub_message("plain"), "plain");
+    }
+}
