@@ -3,9 +3,17 @@
 
 // Processes, raw servers, an HTTP client, exposition checks.
 mod util;
+// A real S3 server (s3s-fs, SigV4 verified) in the test process.
+mod s3;
+// A local HuggingFace Hub and CDN, from the Hub's documented API.
+mod hub;
+// A TCP proxy that counts, throttles and cuts.
+mod proxy;
 
 // Command line: flags, exit codes and messages.
 mod cli;
+// Model downloads from S3, HuggingFace and PVCs, by API and command line.
+mod download;
 // Engines that fail: down, slow, 500, truncated, garbage, huge.
 mod faults;
 // Every standardization rule, on every engine version's payloads.

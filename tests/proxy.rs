@@ -1,0 +1,215 @@
+//! A TCP proxy for fault injection between the runtime and a server:
+//! counts the bytes it relays, can throttle them, and can cut connections
+//! midway.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Cut every n-th connection (0: never)…
+    pub cut_every: usize,
+    /// …after relaying this many bytes back to the client.
+    pub cut_after: u64,
+    /// Relay at most this many bytes per second back (0: unlimited).
+    pub bytes_per_second: u64,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// Bytes relayed from the server to the client.
+    pub bytes: Arc<AtomicU64>,
+    pub cuts: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr, faults: Faults) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, c, k, s) = (
+            bytes.clone(),
+            connections.clone(),
+            cuts.clone(),
+            stop.clone(),
+        );
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.load(SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let n = c.fetch_add(1, SeqCst) + 1;
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let cut = faults.cut_every > 0 && n % faults.cut_every == 0;
+                let (b, k) = (b.clone(), k.clone());
+                thread::spawn(move || relay(client, server, cut, faults, b, k));
+            }
+        });
+        Proxy {
+            addr,
+            bytes,
+            cuts,
+            stop,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    cut: bool,
+    faults: Faults,
+    bytes: Arc<AtomicU64>,
+    cuts: Arc<AtomicUsize>,
+) {
+    let (mut client_read, mut server_write) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let upstream = thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = client_read.read(&mut buf) {
+            if n == 0 || server_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown(Shutdown::Write);
+    });
+    let (mut server_read, mut client_write) = (server, client);
+    let mut relayed = 0u64;
+    let started = Instant::now();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match server_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut n = n;
+        if cut && relayed + n as u64 >= faults.cut_after {
+            n = (faults.cut_after - relayed) as usize;
+            let _ = client_write.write_all(&buf[..n]);
+            bytes.fetch_add(n as u64, SeqCst);
+            cuts.fetch_add(1, SeqCst);
+            break;
+        }
+        if client_write.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        relayed += n as u64;
+        bytes.fetch_add(n as u64, SeqCst);
+        if faults.bytes_per_second > 0 {
+            let due = Duration::from_secs_f64(relayed as f64 / faults.bytes_per_second as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
+    }
+    let _ = client_write.shutdown(Shutdown::Both);
+    let _ = server_read.shutdown(Shutdown::Both);
+    let _ = upstream.join();
+}
+
+/// An older S3-compatible store in front of a real one: it refuses
+/// ListObjectsV2 (`501 NotImplemented`) and answers every fourth request
+/// with `503 SlowDown`; everything else passes through untouched (so
+/// signatures are still checked by the real server).
+pub struct OldS3 {
+    pub addr: SocketAddr,
+    pub refused_v2: Arc<AtomicUsize>,
+    pub slowdowns: Arc<AtomicUsize>,
+}
+
+impl OldS3 {
+    pub fn start(upstream: SocketAddr) -> OldS3 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused_v2 = Arc::new(AtomicUsize::new(0));
+        let slowdowns = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (r, s) = (refused_v2.clone(), slowdowns.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let (r, s, n) = (r.clone(), s.clone(), requests.clone());
+                thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let first = text.lines().next().unwrap_or_default().to_owned();
+                    let reply = |client: &mut TcpStream, status: &str, body: &str| {
+                        let raw = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = client.write_all(raw.as_bytes());
+                    };
+                    if first.contains("list-type=2") {
+                        r.fetch_add(1, SeqCst);
+                        return reply(
+                            &mut client,
+                            "501 Not Implemented",
+                            "<Error><Code>NotImplemented</Code><Message>ListObjectsV2 is not supported</Message></Error>",
+                        );
+                    }
+                    if n.fetch_add(1, SeqCst) % 4 == 3 {
+                        s.fetch_add(1, SeqCst);
+                        return reply(
+                            &mut client,
+                            "503 Slow Down",
+                            "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                        );
+                    }
+                    // One request per connection from here: close after it.
+                    let head = text.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+                    let Ok(mut server) = TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    if server.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut buf = [0u8; 64 * 1024];
+                    while let Ok(n) = server.read(&mut buf) {
+                        if n == 0 || client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        OldS3 {
+            addr,
+            refused_v2,
+            slowdowns,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
