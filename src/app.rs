@@ -13,6 +13,7 @@ use crate::download::{self, jobs::Jobs};
 use crate::errors;
 use crate::http::gzip::GzipEncoder;
 use crate::http::{Request, Responder, Service};
+use crate::lora::{self, Lora};
 use crate::pipeline;
 use crate::prom::Relabeler;
 use crate::prom::standard::StandardName;
@@ -33,6 +34,8 @@ pub struct App {
     pub engine: EngineClient,
     /// Downloads of the whole process.
     pub jobs: Arc<Jobs>,
+    /// LoRA adapters of the whole process.
+    pub lora: Arc<Lora>,
     table: &'static [StandardName],
     scratch: RefCell<Vec<Scratch>>,
 }
@@ -58,14 +61,15 @@ impl App {
         worker: usize,
         stats: Arc<Stats>,
         engine: EngineClient,
-        jobs: Arc<Jobs>,
+        lora: Arc<Lora>,
         table: &'static [StandardName],
     ) -> App {
         App {
             worker,
             stats,
             engine,
-            jobs,
+            jobs: lora.jobs().clone(),
+            lora,
             table,
             scratch: RefCell::new(Vec::new()),
         }
@@ -129,7 +133,15 @@ impl Service for App {
             ("/health" | "/ready" | "/metrics" | "/v1/downloads", _) => {
                 res.method_not_allowed("GET").await
             }
-            ("/v1/download_model", _) => res.method_not_allowed("POST").await,
+            ("/v1/load_lora_adapter", &Method::POST) => {
+                lora::handle_load(&self.lora, &req, res).await
+            }
+            ("/v1/unload_lora_adapter", &Method::POST) => {
+                lora::handle_unload(&self.lora, &req, res).await
+            }
+            ("/v1/download_model" | "/v1/load_lora_adapter" | "/v1/unload_lora_adapter", _) => {
+                res.method_not_allowed("POST").await
+            }
             (path, _) if path.starts_with("/v1/downloads/") => res.method_not_allowed("GET").await,
             _ => res.error(StatusCode::NOT_FOUND, "Not Found").await,
         }

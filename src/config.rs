@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Timeout of every engine call, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub request_timeout: Duration,
+    /// Seconds LoRA calls keep retrying an engine that refuses connections (it may be starting).
+    #[arg(long, env = "MATRIXINFER_ENGINE_RETRY_WINDOW", default_value = "30", value_parser = parse_seconds)]
+    pub engine_retry_window: Duration,
     #[command(flatten)]
     #[allow(missing_docs, reason = "documented on the type")]
     pub server: ServerArgs,
@@ -168,6 +171,9 @@ pub struct SimulateArgs {
     /// Milliseconds to wait before answering /metrics.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+    /// Milliseconds to wait before answering a LoRA load or unload.
+    #[arg(long, default_value_t = 0)]
+    pub lora_delay_ms: u64,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: u16,
@@ -224,6 +230,8 @@ pub struct Config {
     pub model: String,
     /// Timeout of every engine call.
     pub request_timeout: Duration,
+    /// How long LoRA calls retry an engine that refuses connections.
+    pub engine_retry_window: Duration,
     /// Worker threads.
     pub workers: usize,
     /// I/O driver choice.
@@ -289,6 +297,7 @@ impl Config {
             pod: required(args.pod, "--pod")?,
             model: required(args.model, "--model")?,
             request_timeout: args.request_timeout,
+            engine_retry_window: args.engine_retry_window,
             workers: args.server.worker_count(),
             io_driver: args.server.io_driver,
             server: args.server.server_config(),

@@ -26,6 +26,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         chunked: false,
         payload_file: None,
         delay_ms: 0,
+        lora_delay_ms: 0,
         workers: 1,
         io_driver: DriverChoice::Auto,
     };
@@ -51,6 +52,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         pod: "demo-pod.default".into(),
         model: simulate.model.clone(),
         request_timeout: std::time::Duration::from_secs(30),
+        engine_retry_window: std::time::Duration::from_secs(30),
         workers: 1,
         io_driver: DriverChoice::Auto,
         server: server.server_config(),

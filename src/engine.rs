@@ -36,6 +36,22 @@ impl Engine {
         }
     }
 
+    /// The engine's path for loading a LoRA adapter.
+    pub fn lora_load_path(self) -> &'static str {
+        match self {
+            Engine::Vllm => "/v1/load_lora_adapter",
+            Engine::Sglang => "/load_lora_adapter",
+        }
+    }
+
+    /// The engine's path for unloading a LoRA adapter.
+    pub fn lora_unload_path(self) -> &'static str {
+        match self {
+            Engine::Vllm => "/v1/unload_lora_adapter",
+            Engine::Sglang => "/unload_lora_adapter",
+        }
+    }
+
     /// The metric standardization table for this engine.
     pub fn metric_table(self) -> &'static [StandardName] {
         match self {

@@ -34,6 +34,7 @@
 //! - [`http`]: the HTTP/1.1 server and the codecs the client shares;
 //! - [`app`]: the routes; [`sidecar`]: the process, start to drain;
 //! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
+//! - [`lora`]: LoRA adapters downloaded, loaded into the engine, unloaded;
 //! - [`sim`]: a simulated engine for demos, tests and benchmarks.
 #![deny(unsafe_code)]
 
@@ -46,6 +47,7 @@ pub mod errors;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz_logic;
 pub mod http;
+pub mod lora;
 pub mod pipeline;
 pub mod prom;
 pub mod runtime;

@@ -9,9 +9,10 @@ use crate::app::App;
 use crate::config::Config;
 use crate::download::jobs::Jobs;
 use crate::http::server;
+use crate::lora::Lora;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
 use crate::shutdown::Shutdown;
-use crate::stats::Stats;
+use crate::stats::{MetricsSection, Stats};
 use crate::upstream::EngineClient;
 
 /// A running sidecar.
@@ -48,11 +49,17 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
                 jobs.cancel_all();
             })?;
     }
-    let stats = Arc::new(Stats::new(
-        config.workers,
-        config.engine.as_str(),
+    let lora = Lora::new(
+        config.engine,
+        &config.endpoint.base_url,
+        config.request_timeout,
         jobs.clone(),
-    ));
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("engine URL: {e}")))?
+    .with_retry_window(config.engine_retry_window);
+    let lora = Arc::new(lora);
+    let sections: Vec<Arc<dyn MetricsSection>> = vec![jobs.clone(), lora.clone()];
+    let stats = Arc::new(Stats::new(config.workers, config.engine.as_str(), sections));
     let server_config = config.server.clone();
     let endpoint = config.endpoint.clone();
     let metrics_path = config.metrics_path.clone();
@@ -65,7 +72,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
             start.index,
             worker_stats.clone(),
             engine,
-            jobs.clone(),
+            lora.clone(),
             table,
         ));
         server::serve(

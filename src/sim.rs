@@ -8,6 +8,7 @@
 //! scrapes; it can also serve a fixed file, gzip like SGLang, use chunked
 //! transfer encoding, and answer slowly.
 
+pub mod lora;
 pub mod payload;
 
 use std::cell::RefCell;
@@ -87,10 +88,13 @@ pub fn start(
         gzip: args.gzip,
         chunked: args.chunked,
         delay: Duration::from_millis(args.delay_ms),
+        lora_delay: Duration::from_millis(args.lora_delay_ms),
+        sglang: flavor.is_sglang(),
     };
+    let lora = Arc::new(lora::SimLora::default());
     let generated = matches!(source, Source::Generated(_));
     let workers = runtime::start("engine", args.io_driver, listeners, move |start| {
-        let engine = Rc::new(SimEngine::new(&source, options, start.index));
+        let engine = Rc::new(SimEngine::new(&source, options, lora.clone(), start.index));
         server::serve(
             start.listener,
             engine,
@@ -124,6 +128,8 @@ struct Options {
     gzip: bool,
     chunked: bool,
     delay: Duration,
+    lora_delay: Duration,
+    sglang: bool,
 }
 
 /// One worker's simulated engine.
@@ -133,10 +139,16 @@ struct SimEngine {
     options: Options,
     body: RefCell<Vec<u8>>,
     gzip: RefCell<Option<GzipEncoder>>,
+    lora: Arc<lora::SimLora>,
 }
 
 impl SimEngine {
-    fn new(source: &Source, options: Options, worker: usize) -> SimEngine {
+    fn new(
+        source: &Source,
+        options: Options,
+        lora: Arc<lora::SimLora>,
+        worker: usize,
+    ) -> SimEngine {
         let (payload, file) = match source {
             Source::Generated(spec) => {
                 let spec = PayloadSpec {
@@ -153,6 +165,7 @@ impl SimEngine {
             options,
             body: RefCell::default(),
             gzip: RefCell::default(),
+            lora,
         }
     }
 
@@ -211,9 +224,31 @@ impl SimEngine {
     }
 }
 
+impl SimEngine {
+    async fn lora(&self, req: &Request, res: &mut Responder<'_>) -> io::Result<()> {
+        let _in_flight = self.lora.begin();
+        if !self.options.lora_delay.is_zero() {
+            monoio::time::sleep(self.options.lora_delay).await;
+        }
+        let (status, content_type, body) = match (self.options.sglang, req.path.as_str()) {
+            (false, "/v1/load_lora_adapter") => self.lora.vllm_load(&req.body),
+            (false, "/v1/unload_lora_adapter") => self.lora.vllm_unload(&req.body),
+            (true, "/load_lora_adapter") => self.lora.sglang_load(&req.body),
+            (true, "/unload_lora_adapter") => self.lora.sglang_unload(&req.body),
+            _ => return res.error(StatusCode::NOT_FOUND, "Not Found").await,
+        };
+        res.send(status, &[("content-type", content_type)], &body)
+            .await
+    }
+}
+
 impl Service for SimEngine {
     async fn call(&self, req: Request, res: &mut Responder<'_>) -> io::Result<()> {
         match (req.path.as_str(), &req.method) {
+            (path, &Method::POST) if path.ends_with("load_lora_adapter") => {
+                self.lora(&req, res).await
+            }
+            ("/sim/lora", &Method::GET) => res.json(StatusCode::OK, &self.lora.report()).await,
             ("/metrics", &Method::GET) => self.metrics(&req, res).await,
             // vLLM and SGLang answer 200 with an empty body.
             ("/health", &Method::GET) => res.send(StatusCode::OK, &[], b"").await,

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::download::jobs::Jobs;
 use crate::prom::expo;
 use crate::runtime::IoDriver;
 
@@ -109,25 +108,36 @@ impl WorkerStats {
     }
 }
 
+/// A part of the process (downloads, LoRA, …) with metrics of its own,
+/// appended after the per-worker ones.
+pub trait MetricsSection: Send + Sync + std::fmt::Debug {
+    /// Appends its families.
+    fn render(&self, out: &mut Vec<u8>);
+}
+
 /// Every worker's counters plus process-wide facts.
 #[derive(Debug)]
 pub struct Stats {
     workers: Box<[WorkerStats]>,
     drivers: OnceLock<Vec<IoDriver>>,
     engine: &'static str,
-    jobs: Arc<Jobs>,
+    sections: Vec<Arc<dyn MetricsSection>>,
 }
 
 impl Stats {
     /// Counters for `workers` workers.
-    pub fn new(workers: usize, engine: &'static str, jobs: Arc<Jobs>) -> Stats {
+    pub fn new(
+        workers: usize,
+        engine: &'static str,
+        sections: Vec<Arc<dyn MetricsSection>>,
+    ) -> Stats {
         Stats {
             workers: (0..workers.max(1))
                 .map(|_| WorkerStats::default())
                 .collect(),
             drivers: OnceLock::new(),
             engine,
-            jobs,
+            sections,
         }
     }
 
@@ -238,7 +248,9 @@ impl Stats {
         );
         expo::sample(out, name, &[], sum(&|w| &w.copies_dropped));
 
-        self.jobs.stats.render(out);
+        for section in &self.sections {
+            section.render(out);
+        }
     }
 }
 
@@ -248,7 +260,7 @@ mod tests {
 
     #[test]
     fn sums_workers() {
-        let stats = Stats::new(2, "vllm", Arc::default());
+        let stats = Stats::new(2, "vllm", Vec::new());
         stats.set_drivers(vec![IoDriver::IoUring, IoDriver::Epoll]);
         stats
             .worker(0)

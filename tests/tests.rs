@@ -16,6 +16,8 @@ mod cli;
 mod download;
 // Engines that fail: down, slow, 500, truncated, garbage, huge.
 mod faults;
+// LoRA adapters: download, load, unload, against the engines' LoRA endpoints.
+mod lora;
 // Every standardization rule, on every engine version's payloads.
 mod metrics;
 // The HTTP/1.1 server: keep-alive, pipelining, limits, timeouts, drivers, SIGTERM.

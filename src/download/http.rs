@@ -188,6 +188,20 @@ impl HttpClient {
         url: &Url,
         headers: &[(String, String)],
     ) -> io::Result<Response<'_>> {
+        self.send(method, url, headers, &[])
+    }
+
+    /// Sends a request with a body (sent with `Content-Length`; none when
+    /// empty) and reads the response head. A request on a pooled
+    /// connection that the server had closed is sent again on a new one:
+    /// the server never saw it.
+    pub fn send(
+        &self,
+        method: &str,
+        url: &Url,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> io::Result<Response<'_>> {
         let mut head = format!(
             "{method} {} HTTP/1.1\r\nhost: {}\r\n",
             url.target,
@@ -201,7 +215,13 @@ impl HttpClient {
         }
         head.push_str("user-agent: matrixinfer-runtime/");
         head.push_str(env!("CARGO_PKG_VERSION"));
+        if !body.is_empty() {
+            head.push_str("\r\ncontent-length: ");
+            head.push_str(&body.len().to_string());
+        }
         head.push_str("\r\n\r\n");
+        let mut head = head.into_bytes();
+        head.extend_from_slice(body);
         loop {
             let pooled = self.take_idle(&url.origin);
             let reused = pooled.is_some();
@@ -209,7 +229,7 @@ impl HttpClient {
                 Some(conn) => conn,
                 None => self.connect(&url.origin)?,
             };
-            match read_head(&mut conn, head.as_bytes()) {
+            match read_head(&mut conn, &head) {
                 Ok(parsed) => {
                     let bodiless = method == "HEAD" || parsed.status == 204 || parsed.status == 304;
                     let body = if bodiless { Body::Done } else { parsed.body };

@@ -313,6 +313,12 @@ impl Jobs {
     }
 }
 
+impl crate::stats::MetricsSection for Jobs {
+    fn render(&self, out: &mut Vec<u8>) {
+        self.stats.render(out);
+    }
+}
+
 fn log_progress(job: &Job, done: &AtomicBool, started: Instant) {
     let mut last_log = Instant::now();
     while !done.load(Relaxed) {
