@@ -1,13 +1,26 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: build with the Rust toolchain, ship only the binary on a
-# distroless base that runs as a non-root user.
+# Multi-stage: build the example WASM filters and the binary with the Rust
+# toolchain, ship only those on a distroless base that runs as a non-root
+# user.
+
+FROM rust:1.95-bookworm AS filters
+WORKDIR /src
+RUN rustup target add wasm32-unknown-unknown
+COPY sdk sdk
+COPY wasm-filters wasm-filters
+RUN cargo build --release --locked --target wasm32-unknown-unknown --manifest-path wasm-filters/Cargo.toml \
+    && mkdir /filters \
+    && cp wasm-filters/target/wasm32-unknown-unknown/release/add_labels.wasm \
+          wasm-filters/target/wasm32-unknown-unknown/release/drop.wasm \
+          wasm-filters/target/wasm32-unknown-unknown/release/rename_prefix.wasm \
+          wasm-filters/target/wasm32-unknown-unknown/release/mean_gauge.wasm /filters/
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/relabel.rs \
+    && echo 'fn main() {}' > benches/relabel.rs && echo 'fn main() {}' > benches/filter.rs \
     && sed -i '/^\[\[test\]\]/,/^$/d' Cargo.toml \
     && cargo build --release --locked --bin matrixinfer-runtime \
     && rm -rf src benches
@@ -18,6 +31,8 @@ RUN touch src/main.rs src/lib.rs \
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /matrixinfer-runtime /usr/local/bin/matrixinfer-runtime
+# The example filters, for --filter /usr/local/share/matrixinfer/filters/<name>.wasm
+COPY --from=filters /filters /usr/local/share/matrixinfer/filters
 USER nonroot:nonroot
 EXPOSE 9000
 ENTRYPOINT ["/usr/local/bin/matrixinfer-runtime"]

@@ -11,11 +11,13 @@ use http::{Method, StatusCode};
 
 use crate::download::{self, jobs::Jobs};
 use crate::errors;
+use crate::filter::FilterChain;
 use crate::http::gzip::GzipEncoder;
 use crate::http::{Request, Responder, Service};
 use crate::lora::{self, Lora};
 use crate::pipeline;
 use crate::prom::Relabeler;
+use crate::prom::relabel::Router;
 use crate::prom::standard::StandardName;
 use crate::stats::{Stats, WorkerStats};
 use crate::upstream::EngineClient;
@@ -36,6 +38,8 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     /// LoRA adapters of the whole process.
     pub lora: Arc<Lora>,
+    /// This worker's filter instances.
+    pub filters: RefCell<FilterChain>,
     table: &'static [StandardName],
     scratch: RefCell<Vec<Scratch>>,
 }
@@ -62,6 +66,7 @@ impl App {
         stats: Arc<Stats>,
         engine: EngineClient,
         lora: Arc<Lora>,
+        filters: FilterChain,
         table: &'static [StandardName],
     ) -> App {
         App {
@@ -70,6 +75,7 @@ impl App {
             engine,
             jobs: lora.jobs().clone(),
             lora,
+            filters: RefCell::new(filters),
             table,
             scratch: RefCell::new(Vec::new()),
         }
@@ -87,7 +93,15 @@ impl App {
             plain: Vec::new(),
             wire: Vec::new(),
             gzip: None,
-            relabeler: Relabeler::new(self.table),
+            relabeler: {
+                let mut relabeler = Relabeler::new(self.table);
+                let filters = self.filters.borrow();
+                if !filters.is_empty() {
+                    let router: Arc<dyn Router> = filters.router();
+                    relabeler.set_router(Some(router));
+                }
+                relabeler
+            },
         })
     }
 

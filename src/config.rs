@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{Engine, UnsupportedEngine};
+use crate::filter::{FilterLimits, FilterSpec};
 use crate::http::{Limits, ServerConfig};
 use crate::runtime::DriverChoice;
 use crate::upstream::{EndpointError, EngineEndpoint};
@@ -74,6 +75,27 @@ pub struct ServeArgs {
     /// Timeout of every engine call, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub request_timeout: Duration,
+    /// A WASM filter (.wasm) to reshape the metrics with; repeat to chain filters, applied in order.
+    #[arg(long = "filter", value_name = "PATH")]
+    pub filters: Vec<PathBuf>,
+    /// The config string of a filter: the first --filter-config goes to the first --filter, and so on.
+    #[arg(long = "filter-config", value_name = "CONFIG")]
+    pub filter_configs: Vec<String>,
+    /// Filters when no --filter is given: a JSON array of {"path": "...", "config": "..."}.
+    #[arg(long, env = "MATRIXINFER_FILTERS", hide = true)]
+    pub filters_json: Option<String>,
+    /// Milliseconds one filter call may take before it is stopped.
+    #[arg(long, env = "MATRIXINFER_FILTER_DEADLINE_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub filter_deadline_ms: u64,
+    /// Memory cap of each filter instance, in MiB.
+    #[arg(long, env = "MATRIXINFER_FILTER_MEMORY_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub filter_memory_mb: u64,
+    /// Largest output of one filter call, in MiB.
+    #[arg(long, env = "MATRIXINFER_FILTER_MAX_OUTPUT_MB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub filter_max_output_mb: u64,
+    /// Consecutive failures after which a filter is switched off.
+    #[arg(long, env = "MATRIXINFER_FILTER_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub filter_max_failures: u32,
     /// Seconds LoRA calls keep retrying an engine that refuses connections (it may be starting).
     #[arg(long, env = "MATRIXINFER_ENGINE_RETRY_WINDOW", default_value = "30", value_parser = parse_seconds)]
     pub engine_retry_window: Duration,
@@ -211,6 +233,12 @@ pub struct DemoArgs {
     /// Payload shape of the simulated engine (see `simulate --help`).
     #[arg(long, default_value = "vllm-v1")]
     pub flavor: String,
+    /// A WASM filter for the sidecar (repeatable), as for the sidecar itself.
+    #[arg(long = "filter", value_name = "PATH")]
+    pub filters: Vec<PathBuf>,
+    /// The config string of a filter, by position.
+    #[arg(long = "filter-config", value_name = "CONFIG")]
+    pub filter_configs: Vec<String>,
 }
 
 /// The sidecar's resolved configuration.
@@ -232,6 +260,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long LoRA calls retry an engine that refuses connections.
     pub engine_retry_window: Duration,
+    /// WASM filters, in order.
+    pub filters: Vec<FilterSpec>,
+    /// Their limits.
+    pub filter_limits: FilterLimits,
     /// Worker threads.
     pub workers: usize,
     /// I/O driver choice.
@@ -279,6 +311,7 @@ impl Config {
                 reason: "missing".into(),
             })
         };
+        let filters = filter_specs(&args)?;
         let engine = Engine::parse(&required(args.engine, "--engine")?)?;
         let listen = resolve_listen(&args.host, args.port)?;
         let endpoint = EngineEndpoint::parse(&args.engine_base_url)?;
@@ -289,6 +322,12 @@ impl Config {
             );
         }
         let metrics_path = normalize_path(&args.engine_metrics_path);
+        let filter_limits = FilterLimits {
+            deadline: Duration::from_millis(args.filter_deadline_ms),
+            memory: args.filter_memory_mb as usize * 1024 * 1024,
+            max_output: args.filter_max_output_mb as usize * 1024 * 1024,
+            max_failures: args.filter_max_failures,
+        };
         Ok(Config {
             engine,
             listen,
@@ -298,10 +337,45 @@ impl Config {
             model: required(args.model, "--model")?,
             request_timeout: args.request_timeout,
             engine_retry_window: args.engine_retry_window,
+            filters,
+            filter_limits,
             workers: args.server.worker_count(),
             io_driver: args.server.io_driver,
             server: args.server.server_config(),
         })
+    }
+}
+
+/// The filters of `--filter`/`--filter-config`, or of `MATRIXINFER_FILTERS`.
+fn filter_specs(args: &ServeArgs) -> Result<Vec<FilterSpec>, ConfigError> {
+    let invalid = |option, reason: String| ConfigError::Invalid { option, reason };
+    if args.filter_configs.len() > args.filters.len() {
+        return Err(invalid(
+            "--filter-config",
+            "more --filter-config than --filter options".into(),
+        ));
+    }
+    if !args.filters.is_empty() {
+        let configs = args
+            .filter_configs
+            .iter()
+            .cloned()
+            .chain(std::iter::repeat(String::new()));
+        return Ok(args
+            .filters
+            .iter()
+            .zip(configs)
+            .map(|(path, config)| FilterSpec {
+                path: path.clone(),
+                config,
+            })
+            .collect());
+    }
+    match &args.filters_json {
+        Some(json) if !json.trim().is_empty() => {
+            crate::filter::specs_from_json(json).map_err(|e| invalid("MATRIXINFER_FILTERS", e))
+        }
+        _ => Ok(Vec::new()),
     }
 }
 

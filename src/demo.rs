@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, DemoArgs, ServerArgs, SimulateArgs};
 use crate::engine::Engine;
+use crate::filter::FilterSpec;
 use crate::runtime::DriverChoice;
 use crate::shutdown::Shutdown;
 use crate::upstream::EngineEndpoint;
@@ -15,7 +16,7 @@ use crate::{sidecar, sim};
 /// Runs the demo until SIGTERM/SIGINT.
 pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error + Send + Sync>> {
     let simulate = SimulateArgs {
-        flavor: args.flavor,
+        flavor: args.flavor.clone(),
         host: "127.0.0.1".into(),
         port: args.engine_port,
         size: 114 * 1024,
@@ -53,6 +54,21 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         model: simulate.model.clone(),
         request_timeout: std::time::Duration::from_secs(30),
         engine_retry_window: std::time::Duration::from_secs(30),
+        filters: args
+            .filters
+            .iter()
+            .zip(
+                args.filter_configs
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::repeat(String::new())),
+            )
+            .map(|(path, config)| FilterSpec {
+                path: path.clone(),
+                config,
+            })
+            .collect(),
+        filter_limits: Default::default(),
         workers: 1,
         io_driver: DriverChoice::Auto,
         server: server.server_config(),

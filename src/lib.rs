@@ -13,7 +13,8 @@
 //! 3. [`prom::relabel`]: the [`prom::Relabeler`] writes every line through
 //!    byte for byte and collects one standardized copy of each family the
 //!    table in [`prom::standard`] names;
-//! 4. WASM filters (to come);
+//! 4. [`filter`]: WASM filters get the families they select, once per
+//!    scrape, and their output replaces them;
 //! 5. [`http::response`]: the answer streams out chunked, gzipped when the
 //!    client asked, followed by the standard families and the sidecar's
 //!    own metrics ([`stats`]).
@@ -44,6 +45,7 @@ pub mod demo;
 pub mod download;
 pub mod engine;
 pub mod errors;
+pub mod filter;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz_logic;
 pub mod http;

@@ -2,10 +2,11 @@
 //!
 //! [1] the engine client sends the GET and yields the body as it arrives
 //! (chunked framing removed, gzip inflated); [2] the scanner cuts it into
-//! lines and [3] the relabeler writes every line through and collects the
-//! standardized copies; [4] (WASM filters, later) ; [5] the response
-//! streams out chunked, gzipped when the client asked. At the end the
-//! standardized families and the sidecar's own metrics are appended.
+//! lines and [3] the relabeler writes every line through (but the families
+//! a WASM filter selects) and collects the standardized copies; [5] the
+//! response streams out chunked, gzipped when the client asked. At the end
+//! come the standardized families, [4] the filters' output, the sidecar's
+//! own metrics.
 //! Nothing holds the whole payload: memory per scrape is a few buffers.
 
 use std::io;
@@ -98,7 +99,16 @@ async fn scrape(
     }
     stats.upstream_bytes(exchange.wire_bytes());
     drop(exchange);
-    relabeler.finish(body.buf(), |out| app.stats.render(out));
+    relabeler.finish_body(body.buf());
+    // [4] The families the filters selected, through them.
+    {
+        let mut filters = app.filters.borrow_mut();
+        if !filters.is_empty() {
+            filters.run(relabeler, body.buf());
+        }
+    }
+    app.stats.render(body.buf());
+    relabeler.close(body.buf());
     match body.finish().await {
         Ok(()) => (ScrapeOutcome::Ok, Ok(())),
         Err(e) => (ScrapeOutcome::ClientGone, Err(e)),

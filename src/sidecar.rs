@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::config::Config;
 use crate::download::jobs::Jobs;
+use crate::filter::{FilterChain, FilterHost};
 use crate::http::server;
 use crate::lora::Lora;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
@@ -49,6 +50,10 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
                 jobs.cancel_all();
             })?;
     }
+    let filters = Arc::new(
+        FilterHost::load(&config.filters, config.filter_limits)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+    );
     let lora = Lora::new(
         config.engine,
         &config.endpoint.base_url,
@@ -58,7 +63,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("engine URL: {e}")))?
     .with_retry_window(config.engine_retry_window);
     let lora = Arc::new(lora);
-    let sections: Vec<Arc<dyn MetricsSection>> = vec![jobs.clone(), lora.clone()];
+    let sections: Vec<Arc<dyn MetricsSection>> = vec![jobs.clone(), lora.clone(), filters.clone()];
     let stats = Arc::new(Stats::new(config.workers, config.engine.as_str(), sections));
     let server_config = config.server.clone();
     let endpoint = config.endpoint.clone();
@@ -73,6 +78,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
             worker_stats.clone(),
             engine,
             lora.clone(),
+            FilterChain::new(&filters),
             table,
         ));
         server::serve(

@@ -16,6 +16,8 @@ mod cli;
 mod download;
 // Engines that fail: down, slow, 500, truncated, garbage, huge.
 mod faults;
+// WASM filters: the examples' effects, the hostile ones contained.
+mod filters;
 // LoRA adapters: download, load, unload, against the engines' LoRA endpoints.
 mod lora;
 // Every standardization rule, on every engine version's payloads.

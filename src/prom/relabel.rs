@@ -11,8 +11,9 @@
 //! writes the buffers after the last engine line. Only the few families in
 //! the table are ever copied; everything else costs one classification.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use super::line::{Line, MetricType, classify, classify_head, labels_end, name_continue};
 use super::scan::{LineScanner, Piece};
@@ -47,6 +48,21 @@ struct State {
     at_line_start: bool,
     max_copy_bytes: usize,
     dropped_copies: u64,
+    /// Sends families to filters instead of the output, when set.
+    router: Option<Arc<dyn Router>>,
+    /// Per route: the lines of the families sent there.
+    diverted: Vec<Vec<u8>>,
+    /// Where each family name of this scrape went (`None`: the output);
+    /// kept only while routing.
+    seen: HashMap<Vec<u8>, Option<usize>>,
+}
+
+/// Decides which families go to a filter rather than straight out.
+pub trait Router: Send + Sync + std::fmt::Debug {
+    /// How many routes there are.
+    fn routes(&self) -> usize;
+    /// The route a family takes, by its name; `None` for the output.
+    fn route(&self, family: &[u8]) -> Option<usize>;
 }
 
 /// The family the current line belongs to.
@@ -61,6 +77,8 @@ struct Family {
     declared: bool,
     /// Where its standardized copy goes.
     target: Option<Target>,
+    /// Which filter its lines go to, if any.
+    route: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +93,8 @@ struct Target {
 struct Copy {
     /// Preference rank of the source being copied; `None` before one is seen.
     rank: Option<usize>,
+    /// The family name the copy carries.
+    family: &'static str,
     help: Vec<u8>,
     type_line: Vec<u8>,
     samples: Vec<u8>,
@@ -112,8 +132,37 @@ impl Relabeler {
                 at_line_start: true,
                 max_copy_bytes: DEFAULT_MAX_COPY_BYTES,
                 dropped_copies: 0,
+                router: None,
+                diverted: Vec::new(),
+                seen: HashMap::new(),
             },
         }
+    }
+
+    /// Sends the families `router` picks to its routes instead of the
+    /// output (see [`Relabeler::diverted`]).
+    pub fn set_router(&mut self, router: Option<Arc<dyn Router>>) -> &mut Relabeler {
+        let routes = router.as_ref().map_or(0, |r| r.routes());
+        self.state.diverted.resize_with(routes, Vec::new);
+        self.state.diverted.truncate(routes);
+        self.state.router = router;
+        self
+    }
+
+    /// The lines sent to route `i` in this scrape.
+    pub fn diverted(&mut self, i: usize) -> &mut Vec<u8> {
+        &mut self.state.diverted[i]
+    }
+
+    /// Where the family `name` went in this scrape: `None` if it did not
+    /// appear, `Some(None)` if it went to the output.
+    pub fn seen_route(&self, name: &[u8]) -> Option<Option<usize>> {
+        self.state.seen.get(name).copied()
+    }
+
+    /// Records where a family produced later (by a filter) went.
+    pub fn note_route(&mut self, name: &[u8], route: Option<usize>) {
+        self.state.seen.insert(name.to_vec(), route);
     }
 
     /// Sets the cap on one standard family's copy.
@@ -131,6 +180,9 @@ impl Relabeler {
         s.family.has_help = false;
         s.family.declared = false;
         s.family.target = None;
+        s.family.route = None;
+        s.diverted.iter_mut().for_each(Vec::clear);
+        s.seen.clear();
         for copy in &mut s.copies {
             copy.clear();
         }
@@ -151,22 +203,56 @@ impl Relabeler {
     /// families, whatever `append` writes (the sidecar's own metrics), and
     /// a held `# EOF` last.
     pub fn finish(&mut self, out: &mut Vec<u8>, append: impl FnOnce(&mut Vec<u8>)) {
+        self.finish_body(out);
+        append(out);
+        self.close(out);
+    }
+
+    /// Ends the engine's body: its unterminated last line, then the
+    /// standardized families (or, for those a router picks, into their
+    /// route). What the caller appends next is followed by [`close`].
+    ///
+    /// [`close`]: Relabeler::close
+    pub fn finish_body(&mut self, out: &mut Vec<u8>) {
         let state = &mut self.state;
         self.scanner.finish(|piece| state.piece(piece, out));
         if !state.at_line_start {
             out.push(b'\n');
+            state.at_line_start = true;
         }
-        for copy in &state.copies {
-            if copy.rank.is_some() && !copy.overflowed {
-                out.extend_from_slice(&copy.help);
-                out.extend_from_slice(&copy.type_line);
-                out.extend_from_slice(&copy.samples);
+        for buf in &mut state.diverted {
+            if buf.last().is_some_and(|&b| b != b'\n') {
+                buf.push(b'\n');
             }
         }
-        append(out);
-        if !state.eof.is_empty() {
-            out.extend_from_slice(&state.eof);
-            if state.eof.last() != Some(&b'\n') {
+        for copy in &state.copies {
+            if copy.rank.is_none() || copy.overflowed {
+                continue;
+            }
+            let sink = match &state.router {
+                Some(router) => {
+                    let family = copy.family.as_bytes();
+                    let route = router.route(family);
+                    state.seen.insert(family.to_vec(), route);
+                    match route {
+                        Some(i) => &mut state.diverted[i],
+                        None => &mut *out,
+                    }
+                }
+                None => &mut *out,
+            };
+            sink.extend_from_slice(&copy.help);
+            sink.extend_from_slice(&copy.type_line);
+            sink.extend_from_slice(&copy.samples);
+        }
+    }
+
+    /// Writes a held `# EOF` (the last line of an OpenMetrics body).
+    pub fn close(&mut self, out: &mut Vec<u8>) {
+        let eof = &self.state.eof;
+        if !eof.is_empty() {
+            out.extend_from_slice(eof);
+            if eof.last() != Some(&b'\n') {
                 out.push(b'\n');
             }
         }
@@ -221,13 +307,13 @@ impl State {
                     return;
                 }
                 self.release_eof(out);
-                self.write(line, out);
                 self.apply(content, line, kind, true);
+                self.write(line, out);
             }
             Piece::Head(head) => {
                 self.release_eof(out);
-                self.write(head, out);
                 self.apply(head, head, classify_head(head), false);
+                self.write(head, out);
             }
             Piece::Tail { bytes, end } => {
                 self.write(bytes, out);
@@ -263,6 +349,10 @@ impl State {
     }
 
     fn write(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        if let Some(route) = self.family.route {
+            self.diverted[route].extend_from_slice(bytes);
+            return;
+        }
         out.extend_from_slice(bytes);
         if let Some(&last) = bytes.last() {
             self.at_line_start = last == b'\n';
@@ -326,6 +416,10 @@ impl State {
         family.kind = None;
         family.has_help = false;
         family.declared = declared;
+        if let Some(router) = &self.router {
+            family.route = router.route(name);
+            self.seen.insert(name.to_vec(), family.route);
+        }
         family.target = standard::lookup(self.table, name).and_then(|m| {
             let copy = &mut self.copies[m.slot];
             match copy.rank {
@@ -338,6 +432,7 @@ impl State {
                 None => {}
             }
             copy.rank = Some(m.rank);
+            copy.family = m.family;
             Some(Target {
                 slot: m.slot,
                 family: m.family,

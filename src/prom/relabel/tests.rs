@@ -1,4 +1,5 @@
 use super::*;
+use crate::prom::relabel::Router;
 use crate::prom::standard::{SGLANG, VLLM};
 use crate::prom::testutil::{relabel_chunks, relabel_every_split};
 
@@ -406,4 +407,61 @@ fn every_input_survives_byte_for_byte() {
             rest = &rest[at.unwrap() + line.len().min(rest.len() - at.unwrap())..];
         }
     });
+}
+
+#[derive(Debug)]
+struct ByPrefix(&'static str);
+
+impl Router for ByPrefix {
+    fn routes(&self) -> usize {
+        1
+    }
+    fn route(&self, family: &[u8]) -> Option<usize> {
+        family.starts_with(self.0.as_bytes()).then_some(0)
+    }
+}
+
+#[test]
+fn routed_families_are_diverted_whole() {
+    let input = "\
+# HELP vllm:num_requests_waiting Waiting.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{a=\"1\"} 1
+vllm:num_requests_waiting{a=\"2\"} 2
+# TYPE other gauge
+other 3
+";
+    for router in ["vllm:", "matrixinfer:"] {
+        for chunk in [1, 7, 1000] {
+            let mut relabeler = Relabeler::new(VLLM);
+            relabeler.set_router(Some(std::sync::Arc::new(ByPrefix(router))));
+            let mut out = Vec::new();
+            for piece in input.as_bytes().chunks(chunk) {
+                relabeler.feed(piece, &mut out);
+            }
+            relabeler.finish_body(&mut out);
+            let out = String::from_utf8(out).unwrap();
+            let diverted = String::from_utf8(relabeler.diverted(0).clone()).unwrap();
+            let original = &input[..input.find("# TYPE other").unwrap()];
+            let copy = "# HELP matrixinfer:num_requests_waiting Waiting.\n# TYPE matrixinfer:num_requests_waiting gauge\n\
+                        matrixinfer:num_requests_waiting{a=\"1\"} 1\nmatrixinfer:num_requests_waiting{a=\"2\"} 2\n";
+            if router == "vllm:" {
+                assert_eq!(diverted, original, "chunk {chunk}");
+                assert_eq!(out, format!("# TYPE other gauge\nother 3\n{copy}"));
+                assert_eq!(
+                    relabeler.seen_route(b"vllm:num_requests_waiting"),
+                    Some(Some(0))
+                );
+            } else {
+                assert_eq!(diverted, copy);
+                assert_eq!(out, input);
+                assert_eq!(
+                    relabeler.seen_route(b"matrixinfer:num_requests_waiting"),
+                    Some(Some(0))
+                );
+            }
+            assert_eq!(relabeler.seen_route(b"other"), Some(None));
+            assert_eq!(relabeler.seen_route(b"absent"), None);
+        }
+    }
 }

@@ -1,0 +1,155 @@
+//! What WASM filters add to the relabel: relabel alone, relabel with a
+//! pass-through filter (selecting a few families, and everything), and with
+//! the add-labels example, on ~100 KB and ~1 MB vLLM payloads; plus the cost
+//! of building an instance (paid at start and after a failure, never per
+//! scrape).
+//!
+//! Needs the filters built:
+//! `cargo build --release --target wasm32-unknown-unknown --manifest-path wasm-filters/Cargo.toml`
+//! with `CARGO_TARGET_DIR=target/wasm-filters` (or set MATRIXINFER_FILTERS_DIR).
+//!
+//! Run: `cargo bench --bench filter`
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use matrixinfer_runtime::filter::{FilterChain, FilterHost, FilterLimits, FilterSpec, host};
+use matrixinfer_runtime::prom::Relabeler;
+use matrixinfer_runtime::prom::relabel::Router;
+use matrixinfer_runtime::prom::standard::VLLM;
+use matrixinfer_runtime::sim::payload::{Flavor, Payload, PayloadSpec};
+
+fn filters_dir() -> PathBuf {
+    std::env::var("MATRIXINFER_FILTERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/wasm-filters/wasm32-unknown-unknown/release")
+        })
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    let spec = PayloadSpec {
+        flavor: Flavor::VllmV1,
+        target_bytes: size,
+        multiprocess: false,
+        model: "meta-llama/Llama-3.1-8B-Instruct".into(),
+        seed: 7,
+    };
+    let mut body = Vec::new();
+    Payload::new(spec).render(&mut body);
+    body
+}
+
+/// One scrape's CPU work: relabel, then the filters, then the tail.
+fn scrape(
+    relabeler: &mut Relabeler,
+    chain: Option<&mut FilterChain>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> usize {
+    relabeler.reset();
+    out.clear();
+    for chunk in body.chunks(64 * 1024) {
+        relabeler.feed(chunk, out);
+    }
+    relabeler.finish_body(out);
+    if let Some(chain) = chain {
+        chain.run(relabeler, out);
+    }
+    relabeler.close(out);
+    out.len()
+}
+
+fn setup(
+    dir: &std::path::Path,
+    name: &str,
+    config: &str,
+) -> Option<(FilterHost, FilterChain, Relabeler)> {
+    let path = dir.join(format!("{name}.wasm"));
+    if !path.is_file() {
+        return None;
+    }
+    let limits = FilterLimits {
+        deadline: std::time::Duration::from_secs(1),
+        ..FilterLimits::default()
+    };
+    let host = FilterHost::load(
+        &[FilterSpec {
+            path,
+            config: config.into(),
+        }],
+        limits,
+    )
+    .expect("filter loads");
+    let chain = FilterChain::new(&host);
+    let mut relabeler = Relabeler::new(VLLM);
+    let router: Arc<dyn Router> = chain.router();
+    relabeler.set_router(Some(router));
+    Some((host, chain, relabeler))
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = filters_dir();
+    if !dir.join("passthrough.wasm").is_file() {
+        eprintln!(
+            "filters not built in {}; see this file's header",
+            dir.display()
+        );
+        return;
+    }
+    let mut group = c.benchmark_group("filter");
+    for (label, size) in [("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
+        let body = payload(size);
+        let mut out = Vec::with_capacity(body.len() * 2);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+
+        let mut plain = Relabeler::new(VLLM);
+        group.bench_with_input(BenchmarkId::new("relabel_only", label), &body, |b, body| {
+            b.iter(|| scrape(&mut plain, None, black_box(body), &mut out))
+        });
+        let cases = [
+            (
+                "passthrough_5_families",
+                "passthrough",
+                "vllm:num_requests_waiting\nvllm:generation_tokens_total\nvllm:time_to_first_token_seconds\nvllm:inter_token_latency_seconds\nvllm:e2e_request_latency_seconds",
+            ),
+            ("passthrough_everything", "passthrough", "*"),
+            (
+                "add_labels_vllm_all",
+                "add_labels",
+                r#"{"labels": {"pod": "pod-7", "model": "llama"}, "select": ["vllm:*"]}"#,
+            ),
+        ];
+        for (case, name, config) in cases {
+            let Some((_host, mut chain, mut relabeler)) = setup(&dir, name, config) else {
+                continue;
+            };
+            group.bench_with_input(BenchmarkId::new(case, label), &body, |b, body| {
+                b.iter(|| scrape(&mut relabeler, Some(&mut chain), black_box(body), &mut out))
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("filter_instance");
+    for name in ["passthrough", "add_labels"] {
+        let Some((host, _, _)) = setup(&dir, name, "") else {
+            continue;
+        };
+        let limits = host.limits;
+        group.bench_function(BenchmarkId::new("instantiate_and_init", name), |b| {
+            b.iter(|| {
+                host::instantiate(&host.engine, &host.filters[0], &limits)
+                    .map(|_| ())
+                    .expect("instantiates")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

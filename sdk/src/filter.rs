@@ -1,0 +1,190 @@
+//! What a filter implements: [`Filter`] (parsed families in, edited in
+//! place) or [`RawFilter`] (bytes in, bytes out).
+//!
+//! The runtime makes one instance per filter per worker, calls
+//! [`Filter::new`] once with the operator's config, asks for the
+//! [`selectors`](Filter::selectors) once, then calls
+//! [`filter`](Filter::filter) once per scrape with the selected families.
+//! Register the type with [`export_filter!`](crate::export_filter) or
+//! [`export_raw_filter!`](crate::export_raw_filter).
+
+use crate::abi::{Level, log};
+use crate::model::Families;
+use crate::selector;
+use crate::text;
+
+/// A filter over parsed families.
+///
+/// What it leaves in `families` replaces, in the runtime's output, the
+/// families it was given. It may only output families it selected, or
+/// families whose names appear nowhere else in the scrape (a renamed
+/// family, a derived gauge); each family contiguous and declared once. Output
+/// anything else and the runtime serves the input unfiltered and counts an
+/// error.
+pub trait Filter: Sized + 'static {
+    /// Builds the filter from its config (the text the operator gave, often
+    /// JSON; empty when none was given). An `Err` refuses to run: the reason
+    /// is logged as an error and the runtime does not load the filter.
+    fn new(config: &str) -> Result<Self, String>;
+
+    /// The families the filter wants, one selector each: an exact family
+    /// name, or a prefix ending with `*` (`*` alone selects everything).
+    /// Asked once, right after [`new`](Filter::new). A family's name is the
+    /// one its HELP/TYPE lines spell (`x_total` or `x` for a counter, `x` for
+    /// a histogram whose samples are `x_bucket`, ...).
+    ///
+    /// The default selects everything, which costs a full parse per scrape;
+    /// select narrowly when you can.
+    fn selectors(&self) -> Vec<String> {
+        vec!["*".to_owned()]
+    }
+
+    /// Reshapes the selected families in place, once per scrape: edit,
+    /// remove, reorder, or append families. The families arrive in scrape
+    /// order, each with its HELP/TYPE lines; untouched samples are written
+    /// back byte for byte.
+    fn filter(&mut self, families: &mut Families);
+}
+
+/// A filter over the raw exposition text, for filters that do not need it
+/// parsed (or parse it their own way).
+///
+/// The same rules as for [`Filter`] apply to what it outputs.
+pub trait RawFilter: Sized + 'static {
+    /// Builds the filter from its config; see [`Filter::new`].
+    fn new(config: &str) -> Result<Self, String>;
+
+    /// The families the filter wants; see [`Filter::selectors`]. The default
+    /// selects everything.
+    fn selectors(&self) -> Vec<String> {
+        vec!["*".to_owned()]
+    }
+
+    /// Writes the replacement for `input` (the selected families as
+    /// exposition text) into `output`, which arrives empty.
+    fn filter_raw(&mut self, input: &[u8], output: &mut Vec<u8>);
+}
+
+// === impl Instance ===
+
+/// A running filter of either kind, as the ABI glue holds it.
+pub(crate) trait Instance {
+    fn selectors(&self) -> Vec<String>;
+
+    /// `output` arrives empty.
+    fn run(&mut self, input: &[u8], output: &mut Vec<u8>);
+}
+
+/// Adapts a [`Filter`]: parses the input, filters, writes the output.
+pub(crate) struct Structured<F>(pub(crate) F);
+
+impl<F: Filter> Instance for Structured<F> {
+    fn selectors(&self) -> Vec<String> {
+        self.0.selectors()
+    }
+
+    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) {
+        let text = match std::str::from_utf8(input) {
+            Ok(text) => text,
+            Err(e) => {
+                log(
+                    Level::Warn,
+                    &format!("input is not UTF-8 ({e}); passed through unchanged"),
+                );
+                output.extend_from_slice(input);
+                return;
+            }
+        };
+        let mut families = match text::parse(text) {
+            Ok(families) => Families::from(families),
+            Err(e) => {
+                log(
+                    Level::Error,
+                    &format!("cannot parse input ({e}); passed through unchanged"),
+                );
+                output.extend_from_slice(input);
+                return;
+            }
+        };
+        self.0.filter(&mut families);
+        // `output` is empty, so this reuses its allocation without copying.
+        let mut out = String::from_utf8(std::mem::take(output)).unwrap_or_default();
+        out.reserve(input.len());
+        text::write(&families, &mut out);
+        *output = out.into_bytes();
+    }
+}
+
+/// Adapts a [`RawFilter`].
+pub(crate) struct Raw<F>(pub(crate) F);
+
+impl<F: RawFilter> Instance for Raw<F> {
+    fn selectors(&self) -> Vec<String> {
+        self.0.selectors()
+    }
+
+    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) {
+        self.0.filter_raw(input, output);
+    }
+}
+
+/// Builds an instance of either kind from its config, checking its
+/// selectors; the `Err` says why it cannot run.
+pub(crate) fn build(
+    new: impl FnOnce(&str) -> Result<Box<dyn Instance>, String>,
+    config: &str,
+) -> Result<Box<dyn Instance>, String> {
+    let instance = new(config)?;
+    for s in instance.selectors() {
+        selector::check(&s)?;
+    }
+    Ok(instance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Family;
+
+    struct Upper;
+
+    impl Filter for Upper {
+        fn new(_: &str) -> Result<Self, String> {
+            Ok(Upper)
+        }
+
+        fn filter(&mut self, families: &mut Families) {
+            for family in families.iter_mut() {
+                family.help = family.help.as_deref().map(str::to_uppercase);
+            }
+            families.push(Family::new_gauge("added", "Added."));
+        }
+    }
+
+    fn run(input: &[u8]) -> Vec<u8> {
+        let mut out = b"stale".to_vec();
+        out.clear();
+        Structured(Upper).run(input, &mut out);
+        out
+    }
+
+    #[test]
+    fn structured_parses_filters_writes() {
+        assert_eq!(
+            run(b"# HELP x Hi.\nx 1\n"),
+            b"# HELP x HI.\nx 1\n# HELP added Added.\n# TYPE added gauge\n"
+        );
+        assert_eq!(run(b""), b"# HELP added Added.\n# TYPE added gauge\n");
+    }
+
+    #[test]
+    fn structured_passes_bad_input_through() {
+        assert_eq!(run(b"x 1\n\xff\n"), b"x 1\n\xff\n");
+        assert_eq!(run(b"x one\n"), b"x one\n");
+    }
+
+    #[test]
+    fn default_selects_everything() {
+        assert_eq!(Upper.selectors(), ["*"]);
+    }
+}

@@ -1,0 +1,73 @@
+//! WASM filters: operators' metric transforms, run on every scrape.
+//!
+//! Stage [4] of the metrics path. Filters are WebAssembly modules given on
+//! the command line, compiled once at start ([`host`]); each worker has
+//! its own instances ([`chain`]), so no lock is taken on the scrape path.
+//! A filter selects families by name or prefix ([`select`]); only those
+//! are diverted into it, once per scrape, everything else flows past with
+//! no copy. Calls run under a deadline (epoch interruption), a memory cap
+//! and an output cap; what comes back is checked ([`validate`]) before it
+//! is served. The contract with the guest is [`abi`] (docs/wasm-abi.md).
+
+pub mod abi;
+pub mod chain;
+pub mod host;
+pub mod select;
+pub mod validate;
+
+pub use chain::FilterChain;
+pub use host::{FilterHost, FilterLimits, FilterSpec, LoadError};
+
+/// Reads filter specs from `MATRIXINFER_FILTERS`: a JSON array of
+/// `{"path": "...", "config": "..."}` objects (or of bare paths).
+pub fn specs_from_json(text: &str) -> Result<Vec<FilterSpec>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let items = value.as_array().ok_or("not a JSON array")?;
+    items
+        .iter()
+        .map(|item| match item {
+            serde_json::Value::String(path) => Ok(FilterSpec {
+                path: path.into(),
+                config: String::new(),
+            }),
+            serde_json::Value::Object(fields) => {
+                let path = fields
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .ok_or("an entry has no \"path\"")?;
+                let config = match fields.get("config") {
+                    None | Some(serde_json::Value::Null) => String::new(),
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                Ok(FilterSpec {
+                    path: path.into(),
+                    config,
+                })
+            }
+            _ => Err("entries must be paths or {\"path\", \"config\"} objects".into()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_specs() {
+        let specs = specs_from_json(r#"["/f/a.wasm", {"path": "/f/b.wasm", "config": {"x": 1}}, {"path": "/f/c.wasm", "config": "raw"}]"#).unwrap();
+        assert_eq!(
+            specs[0],
+            FilterSpec {
+                path: "/f/a.wasm".into(),
+                config: String::new()
+            }
+        );
+        assert_eq!(specs[1].config, r#"{"x":1}"#);
+        assert_eq!(specs[2].config, "raw");
+        assert!(specs_from_json("{}").is_err());
+        assert!(specs_from_json(r#"[{"config": "x"}]"#).is_err());
+    }
+}
