@@ -135,8 +135,9 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("filter_instance");
-    for name in ["passthrough", "add_labels"] {
-        let Some((host, _, _)) = setup(&dir, name, "") else {
+    let add_labels = r#"{"labels": {"pod": "pod-7"}}"#;
+    for (name, config) in [("passthrough", "*"), ("add_labels", add_labels)] {
+        let Some((host, _, _)) = setup(&dir, name, config) else {
             continue;
         };
         let limits = host.limits;

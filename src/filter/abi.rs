@@ -225,24 +225,21 @@ impl Exports {
             .map_err(|_| CallError::Abi("selectors are not UTF-8".into()))
     }
 
-    /// `mi_filter(input)`: the output replaces `out`'s contents.
-    pub fn filter(
+    /// `mi_filter(input)`: the output, read in place in guest memory (no
+    /// copy; it stays valid until the next call into the guest).
+    pub fn filter<'s>(
         &self,
-        store: &mut Store<HostState>,
+        store: &'s mut Store<HostState>,
         input: &[u8],
         max_output: usize,
         deadline: Duration,
-        out: &mut Vec<u8>,
-    ) -> Result<(), CallError> {
+    ) -> Result<&'s [u8], CallError> {
         let (ptr, len) = self.write(store, input, deadline)?;
         let packed = self
             .filter
             .call(&mut *store, (ptr, len))
             .map_err(|e| CallError::from_wasm(e, store.data(), deadline))?;
-        let bytes = self.read(store, packed, max_output)?;
-        out.clear();
-        out.extend_from_slice(bytes);
-        Ok(())
+        self.read(store, packed, max_output)
     }
 
     /// Copies `bytes` into guest memory via `mi_alloc`.

@@ -8,6 +8,7 @@
 //! instance (a fresh one is built for the next scrape), and after enough
 //! consecutive failures switches the filter off for every worker.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -26,8 +27,8 @@ pub struct FilterChain {
     limits: FilterLimits,
     router: Arc<FilterRouter>,
     slots: Vec<Slot>,
-    /// Reused output buffer.
-    output: Vec<u8>,
+    /// The families of the text being forwarded: name and line ranges.
+    families: Vec<(Range<usize>, Range<usize>)>,
 }
 
 struct Slot {
@@ -58,7 +59,7 @@ impl FilterChain {
                     live: None,
                 })
                 .collect(),
-            output: Vec::new(),
+            families: Vec::new(),
         }
     }
 
@@ -76,37 +77,57 @@ impl FilterChain {
     /// the results to `out`.
     pub fn run(&mut self, relabeler: &mut Relabeler, out: &mut Vec<u8>) {
         for i in 0..self.slots.len() {
-            let input = std::mem::take(relabeler.diverted(i));
-            if input.is_empty() {
-                *relabeler.diverted(i) = input;
-                continue;
+            let mut input = std::mem::take(relabeler.diverted(i));
+            if !input.is_empty() {
+                let filtered = !self.slots[i].filter.disabled.load(Relaxed)
+                    && self.filter(i, &input, relabeler, out);
+                if !filtered {
+                    // Served as it came; its families still go on to later
+                    // filters that select them.
+                    self.families.clear();
+                    let families = &mut self.families;
+                    let parsed = validate::families(
+                        &input,
+                        |_| true,
+                        |name, lines| families.push((name, lines)),
+                    );
+                    if parsed.is_ok() {
+                        forward(
+                            &self.router,
+                            i,
+                            self.slots.len(),
+                            &input,
+                            &self.families,
+                            relabeler,
+                            out,
+                        );
+                    } else {
+                        out.extend_from_slice(&input);
+                    }
+                }
             }
-            let filtered = if self.slots[i].filter.disabled.load(Relaxed) {
-                false
-            } else {
-                self.call(i, &input, relabeler)
-            };
-            let output = if filtered {
-                std::mem::take(&mut self.output)
-            } else {
-                input.clone()
-            };
-            self.forward(i, &output, relabeler, out);
-            if filtered {
-                self.output = output;
-            }
-            let mut input = input;
             input.clear();
             *relabeler.diverted(i) = input;
         }
     }
 
-    /// Calls filter `i`; true when `self.output` holds checked output.
-    fn call(&mut self, i: usize, input: &[u8], relabeler: &Relabeler) -> bool {
+    /// Calls filter `i` and, when its output passes the checks, forwards
+    /// it (straight from guest memory). False when the families must be
+    /// served unfiltered.
+    fn filter(
+        &mut self,
+        i: usize,
+        input: &[u8],
+        relabeler: &mut Relabeler,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let limits = self.limits;
+        let count = self.slots.len();
         let slot = &mut self.slots[i];
         let filter = slot.filter.clone();
         let started = Instant::now();
+        let families = &mut self.families;
+        families.clear();
         let result = (|| -> Result<(), String> {
             if slot.live.is_none() {
                 slot.live = Some(
@@ -116,12 +137,10 @@ impl FilterChain {
             }
             let (store, exports) = slot.live.as_mut().expect("just built");
             store.set_epoch_deadline(ticks(limits.deadline));
-            exports
-                .filter(store, input, limits.max_output, limits.deadline, &mut self.output)
-                .map_err(|e: CallError| {
-                    tracing::warn!(filter = %filter.name, error = %e, "filter call failed; serving its families unfiltered");
-                    e.reason().to_owned()
-                })?;
+            let output = exports.filter(store, input, limits.max_output, limits.deadline).map_err(|e: CallError| {
+                tracing::warn!(filter = %filter.name, error = %e, "filter call failed; serving its families unfiltered");
+                e.reason().to_owned()
+            })?;
             // A filter may write what it selected, and new families; not a
             // family that went elsewhere in this scrape.
             let allowed = |name: &[u8]| {
@@ -131,11 +150,12 @@ impl FilterChain {
                         Some(route) => route == Some(i),
                     }
             };
-            validate::families(&self.output, allowed, |_, _| {})
-            .map_err(|v| {
+            validate::families(output, allowed, |name, lines| families.push((name, lines))).map_err(|v| {
                 tracing::warn!(filter = %filter.name, violation = %v, "filter output refused; serving its families unfiltered");
                 v.reason().to_owned()
-            })
+            })?;
+            forward(&self.router, i, count, output, families, relabeler, out);
+            Ok(())
         })();
         filter.stats.run(started.elapsed());
         match result {
@@ -159,35 +179,35 @@ impl FilterChain {
             }
         }
     }
+}
 
-    /// Sends each family of `text` to the next filter after `i` that
-    /// selects it, or to `out`.
-    fn forward(&self, i: usize, text: &[u8], relabeler: &mut Relabeler, out: &mut Vec<u8>) {
-        let mut routes = Vec::new();
-        let parsed = validate::families(
-            text,
-            |_| true,
-            |name, range| {
-                routes.push((name.to_vec(), range));
-            },
-        );
-        if parsed.is_err() || i + 1 == self.slots.len() {
-            // Nothing after this filter (or text only served as is).
-            if parsed.is_ok() {
-                for (name, _) in &routes {
-                    relabeler.note_route(name, None);
-                }
-            }
-            out.extend_from_slice(text);
-            return;
+/// Sends each family of `text` (as `families` lists them) to the next
+/// filter after `i` that selects it, or to `out`.
+fn forward(
+    router: &FilterRouter,
+    i: usize,
+    count: usize,
+    text: &[u8],
+    families: &[(Range<usize>, Range<usize>)],
+    relabeler: &mut Relabeler,
+    out: &mut Vec<u8>,
+) {
+    if i + 1 == count {
+        for (name, _) in families {
+            relabeler.note_route(&text[name.clone()], None);
         }
-        for (name, range) in routes {
-            let next = self.router.route_from(Some(i), &name);
-            relabeler.note_route(&name, next);
-            match next {
-                Some(j) => relabeler.diverted(j).extend_from_slice(&text[range]),
-                None => out.extend_from_slice(&text[range]),
-            }
+        out.extend_from_slice(text);
+        return;
+    }
+    for (name, lines) in families {
+        let name = &text[name.clone()];
+        let next = router.route_from(Some(i), name);
+        relabeler.note_route(name, next);
+        match next {
+            Some(j) => relabeler
+                .diverted(j)
+                .extend_from_slice(&text[lines.clone()]),
+            None => out.extend_from_slice(&text[lines.clone()]),
         }
     }
 }

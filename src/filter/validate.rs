@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use crate::prom::line::{Line, MetricType, classify, labels_end};
+use crate::prom::line::{Line, MetricType, classify, sample_of};
 
 /// Why output was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,15 +44,17 @@ impl Violation {
 }
 
 /// Walks `text` family by family. `allowed(name)` says whether the filter
-/// may write family `name`; `family(name, range)` receives each family's
-/// byte range (so the caller can route it). Returns the first violation.
+/// may write family `name`; `family(name, bytes)` receives the ranges of
+/// each family's name and of its lines (so the caller can route it).
+/// Returns the first violation.
 pub fn families<'t>(
     text: &'t [u8],
     mut allowed: impl FnMut(&[u8]) -> bool,
-    mut family: impl FnMut(&'t [u8], Range<usize>),
+    mut family: impl FnMut(Range<usize>, Range<usize>),
 ) -> Result<(), Violation> {
     struct Current<'t> {
         name: &'t [u8],
+        name_at: Range<usize>,
         kind: MetricType,
         has_help: bool,
         has_type: bool,
@@ -66,7 +68,7 @@ pub fn families<'t>(
                     String::from_utf8_lossy(c.name).into_owned(),
                 ));
             }
-            family(c.name, c.start..end);
+            family(c.name_at, c.start..end);
         }
         Ok(())
     };
@@ -76,17 +78,25 @@ pub fn families<'t>(
         let content = raw.strip_suffix(b"\n").unwrap_or(raw);
         let start = offset;
         offset += raw.len();
+        // Most lines continue the family before them.
+        if let Some(c) = &current
+            && let Some(end) = sample_of(content, c.name, c.kind)
+        {
+            check_value(content, 0..end).map_err(|()| Violation::BadValue { line: n + 1 })?;
+            continue;
+        }
         let line = classify(content);
-        let name = match &line {
+        let name_range = match &line {
             Line::Blank | Line::Comment => continue,
             Line::Eof | Line::Malformed => return Err(Violation::Malformed { line: n + 1 }),
             Line::Sample { name } => {
                 check_value(content, name.clone())
                     .map_err(|()| Violation::BadValue { line: n + 1 })?;
-                &content[name.clone()]
+                name.clone()
             }
-            Line::Help { name } | Line::Type { name, .. } => &content[name.clone()],
+            Line::Help { name } | Line::Type { name, .. } => name.clone(),
         };
+        let name = &content[name_range.clone()];
         let continues = match (&mut current, &line) {
             (None, _) => false,
             (Some(c), Line::Help { .. }) => {
@@ -115,6 +125,7 @@ pub fn families<'t>(
         }
         current = Some(Current {
             name,
+            name_at: start + name_range.start..start + name_range.end,
             kind: match line {
                 Line::Type { kind, .. } => kind,
                 _ => MetricType::Untyped,
@@ -128,21 +139,76 @@ pub fn families<'t>(
 }
 
 /// A sample's value must be a float (`NaN`, `+Inf`, `-Inf` included); an
-/// optional timestamp an integer.
+/// optional timestamp an integer. Read from the end of the line, so the
+/// label set is not scanned (the `filter` benchmark): the value is the last
+/// token, or the one before a timestamp, and what precedes it must close
+/// the label set (or be the bare name).
 fn check_value(content: &[u8], name: Range<usize>) -> Result<(), ()> {
-    let rest = &content[labels_end(content, name.end)..];
-    let text = std::str::from_utf8(rest).map_err(|_| ())?;
-    let mut tokens = text.split_ascii_whitespace();
-    let value = tokens.next().ok_or(())?;
-    let ok = matches!(value, "NaN" | "+Inf" | "-Inf" | "Inf") || value.parse::<f64>().is_ok();
-    if !ok {
-        return Err(());
+    let line = content.trim_ascii_end();
+    let has_labels = content.get(name.end) == Some(&b'{');
+    let head_ok = |head: &[u8]| {
+        let head = head.trim_ascii_end();
+        if has_labels {
+            head.ends_with(b"}") && head.len() > name.end
+        } else {
+            head.len() == name.end
+        }
+    };
+    let (rest, last) = split_last_token(line).ok_or(())?;
+    if is_float(last) && head_ok(rest) {
+        return Ok(());
     }
-    match tokens.next() {
-        None => Ok(()),
-        Some(ts) if ts.parse::<i64>().is_ok() && tokens.next().is_none() => Ok(()),
-        Some(_) => Err(()),
+    if is_integer(last)
+        && let Some((head, value)) = split_last_token(rest.trim_ascii_end())
+        && is_float(value)
+        && head_ok(head)
+    {
+        return Ok(());
     }
+    Err(())
+}
+
+/// `(everything before, last token)` of a line split at its last blank.
+fn split_last_token(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = line.iter().rposition(|&b| b == b' ' || b == b'\t')?;
+    Some((&line[..at], &line[at + 1..]))
+}
+
+/// `[+-]digits[.digits][e[+-]digits]`, checked byte by byte (the common
+/// case, and much cheaper than parsing); anything else through `f64`'s
+/// parser, which knows the rest (`NaN`, `Inf`, `.5`, …).
+fn is_float(token: &[u8]) -> bool {
+    let mut i = usize::from(matches!(token.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while token.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let whole = digits(&mut i);
+    let fraction = token.get(i) == Some(&b'.') && {
+        i += 1;
+        digits(&mut i)
+    };
+    let mut simple = whole || fraction;
+    if simple && matches!(token.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(token.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        simple = digits(&mut i);
+    }
+    if simple && i == token.len() {
+        return true;
+    }
+    std::str::from_utf8(token)
+        .is_ok_and(|t| matches!(t, "NaN" | "+Inf" | "-Inf" | "Inf") || t.parse::<f64>().is_ok())
+}
+
+fn is_integer(token: &[u8]) -> bool {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
 #[cfg(test)]
@@ -154,13 +220,7 @@ mod tests {
         families(
             text.as_bytes(),
             |name| allowed.iter().any(|a| a.as_bytes() == name),
-            |name, range| {
-                seen.push(format!(
-                    "{}:{}",
-                    String::from_utf8_lossy(name),
-                    &text[range].lines().count()
-                ))
-            },
+            |name, range| seen.push(format!("{}:{}", &text[name], &text[range].lines().count())),
         )?;
         Ok(seen)
     }
@@ -174,6 +234,28 @@ mod tests {
             ["a:5", "b:2", "c:1"]
         );
         assert_eq!(check("", &[]).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn floats() {
+        for good in [
+            "1",
+            "-1",
+            "+1.5",
+            "1.",
+            "8.128902e+06",
+            "1E-3",
+            "NaN",
+            "+Inf",
+            "-Inf",
+            ".5",
+            "0.0",
+        ] {
+            assert!(is_float(good.as_bytes()), "{good}");
+        }
+        for bad in ["", "one", "1e", "1.2.3", "--1", "0x10", "1,5"] {
+            assert!(!is_float(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
