@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::{Engine, UnsupportedEngine};
 use crate::filter::{FilterLimits, FilterSpec};
 use crate::http::{Limits, ServerConfig};
+use crate::kv_events::{Index, KvEventsConfig, RedisTarget};
 use crate::runtime::DriverChoice;
 use crate::upstream::{EndpointError, EngineEndpoint};
 
@@ -99,6 +100,27 @@ pub struct ServeArgs {
     /// Seconds LoRA calls keep retrying an engine that refuses connections (it may be starting).
     #[arg(long, env = "MATRIXINFER_ENGINE_RETRY_WINDOW", default_value = "30", value_parser = parse_seconds)]
     pub engine_retry_window: Duration,
+    /// Do not bridge the engine's KV-cache events into Redis.
+    #[arg(long, env = "MATRIXINFER_NO_KV_EVENTS")]
+    pub no_kv_events: bool,
+    /// ZMQ endpoint of the engine's KV-cache events [default: $VLLM_ZMQ_ENDPOINT or $SGLANG_ZMQ_ENDPOINT, else tcp://localhost:5557].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub kv_events_endpoint: Option<String>,
+    /// Topic of the KV-cache events; empty accepts every topic [default: $VLLM_ZMQ_TOPIC_FILTER or "kv-events" for vLLM, $SGLANG_ZMQ_TOPIC_FILTER or empty for SGLang].
+    #[arg(long, value_name = "TOPIC")]
+    pub kv_events_topic: Option<String>,
+    /// KV event batches held while Redis is unavailable; later ones are dropped and counted.
+    #[arg(long, env = "MATRIXINFER_KV_EVENTS_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub kv_events_buffer: u32,
+    /// Redis host of the KV index (the password comes from $REDIS_PASSWORD only, to keep it out of `ps`).
+    #[arg(long, env = "REDIS_HOST", default_value = "redis-server")]
+    pub redis_host: String,
+    /// Redis port.
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+    /// Redis database number.
+    #[arg(long, env = "REDIS_DB", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub redis_db: i64,
     #[command(flatten)]
     #[allow(missing_docs, reason = "documented on the type")]
     pub server: ServerArgs,
@@ -270,6 +292,8 @@ pub struct Config {
     pub io_driver: DriverChoice,
     /// Connection settings.
     pub server: ServerConfig,
+    /// The KV event bridge, unless switched off.
+    pub kv_events: Option<KvEventsConfig>,
 }
 
 /// A configuration the runtime cannot start with.
@@ -312,7 +336,7 @@ impl Config {
             })
         };
         let filters = filter_specs(&args)?;
-        let engine = Engine::parse(&required(args.engine, "--engine")?)?;
+        let engine = Engine::parse(&required(args.engine.clone(), "--engine")?)?;
         let listen = resolve_listen(&args.host, args.port)?;
         let endpoint = EngineEndpoint::parse(&args.engine_base_url)?;
         if endpoint.addrs.is_empty() {
@@ -328,13 +352,17 @@ impl Config {
             max_output: args.filter_max_output_mb as usize * 1024 * 1024,
             max_failures: args.filter_max_failures,
         };
+        let pod = required(args.pod.clone(), "--pod")?;
+        let model = required(args.model.clone(), "--model")?;
+        let kv_events =
+            kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok());
         Ok(Config {
             engine,
             listen,
             endpoint,
             metrics_path,
-            pod: required(args.pod, "--pod")?,
-            model: required(args.model, "--model")?,
+            pod,
+            model,
             request_timeout: args.request_timeout,
             engine_retry_window: args.engine_retry_window,
             filters,
@@ -342,8 +370,50 @@ impl Config {
             workers: args.server.worker_count(),
             io_driver: args.server.io_driver,
             server: args.server.server_config(),
+            kv_events,
         })
     }
+}
+
+/// The bridge's settings: flags, then the variables the Python sidecar
+/// reads (per engine), then its defaults. `env` reads the environment.
+fn kv_events_config(
+    args: &ServeArgs,
+    engine: Engine,
+    pod: &str,
+    model: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<KvEventsConfig> {
+    if args.no_kv_events {
+        return None;
+    }
+    let names = engine.kv_events_env();
+    let endpoint = args
+        .kv_events_endpoint
+        .clone()
+        .or_else(|| env(names.endpoint).filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "tcp://localhost:5557".to_owned());
+    let topic = args
+        .kv_events_topic
+        .clone()
+        .or_else(|| env(names.topic))
+        .unwrap_or_else(|| names.default_topic.to_owned());
+    Some(KvEventsConfig {
+        endpoint: endpoint.trim().to_owned(),
+        topic,
+        redis: RedisTarget {
+            host: args.redis_host.clone(),
+            port: args.redis_port,
+            db: args.redis_db,
+            password: env("REDIS_PASSWORD").filter(|p| !p.is_empty()),
+        },
+        index: Index {
+            engine,
+            pod: pod.to_owned(),
+            model: model.to_owned(),
+        },
+        buffer: args.kv_events_buffer as usize,
+    })
 }
 
 /// The filters of `--filter`/`--filter-config`, or of `MATRIXINFER_FILTERS`.
@@ -521,6 +591,87 @@ mod tests {
             Some(Command::Simulate(args)) => assert_eq!(args.size, 1024 * 1024),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn kv_events_settings() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let args = |extra: &[&str]| {
+            let mut all = vec!["-E", "vllm", "-I", "p", "-N", "m"];
+            all.extend_from_slice(extra);
+            parse(&all).unwrap().serve
+        };
+        let resolve =
+            |serve: &ServeArgs, engine, vars| kv_events_config(serve, engine, "p", "m", env(vars));
+
+        let vllm = resolve(&args(&[]), Engine::Vllm, &[]).unwrap();
+        assert_eq!(vllm.endpoint, "tcp://localhost:5557");
+        assert_eq!(vllm.topic, "kv-events");
+        assert_eq!(
+            (vllm.redis.host.as_str(), vllm.redis.port, vllm.redis.db),
+            ("redis-server", 6379, 0)
+        );
+        assert_eq!(vllm.redis.password, None);
+        let sglang = resolve(&args(&[]), Engine::Sglang, &[]).unwrap();
+        assert_eq!(sglang.topic, "");
+
+        let vars: &[(&str, &str)] = &[
+            ("VLLM_ZMQ_ENDPOINT", "tcp://engine:6000"),
+            ("VLLM_ZMQ_TOPIC_FILTER", ""),
+            ("SGLANG_ZMQ_ENDPOINT", "tcp://sglang:7000"),
+            ("SGLANG_ZMQ_TOPIC_FILTER", "sg"),
+            ("REDIS_PASSWORD", "secret"),
+        ];
+        let vllm = resolve(&args(&[]), Engine::Vllm, vars).unwrap();
+        assert_eq!(
+            (vllm.endpoint.as_str(), vllm.topic.as_str()),
+            ("tcp://engine:6000", "")
+        );
+        assert_eq!(vllm.redis.password.as_deref(), Some("secret"));
+        let sglang = resolve(&args(&[]), Engine::Sglang, vars).unwrap();
+        assert_eq!(
+            (sglang.endpoint.as_str(), sglang.topic.as_str()),
+            ("tcp://sglang:7000", "sg")
+        );
+
+        // Flags beat the environment.
+        let flags = args(&[
+            "--kv-events-endpoint",
+            "ipc:///tmp/kv",
+            "--kv-events-topic",
+            "t",
+            "--redis-host",
+            "10.0.0.1",
+            "--redis-port",
+            "6380",
+            "--redis-db",
+            "2",
+            "--kv-events-buffer",
+            "8",
+        ]);
+        let flagged = resolve(&flags, Engine::Vllm, vars).unwrap();
+        assert_eq!(
+            (flagged.endpoint.as_str(), flagged.topic.as_str()),
+            ("ipc:///tmp/kv", "t")
+        );
+        assert_eq!(
+            (
+                flagged.redis.host.as_str(),
+                flagged.redis.port,
+                flagged.redis.db
+            ),
+            ("10.0.0.1", 6380, 2)
+        );
+        assert_eq!(flagged.buffer, 8);
+
+        assert!(resolve(&args(&["--no-kv-events"]), Engine::Vllm, vars).is_none());
+        assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--redis-db", "-1"]).is_err());
     }
 
     #[test]

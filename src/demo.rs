@@ -72,6 +72,8 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         workers: 1,
         io_driver: DriverChoice::Auto,
         server: server.server_config(),
+        // The simulated engine publishes no KV events.
+        kv_events: None,
     };
     let sidecar = sidecar::start(config, shutdown)?;
     tracing::info!(

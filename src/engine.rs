@@ -13,6 +13,17 @@ pub enum Engine {
     Sglang,
 }
 
+/// See [`Engine::kv_events_env`].
+#[derive(Clone, Copy, Debug)]
+pub struct KvEventsEnv {
+    /// The ZMQ endpoint's variable.
+    pub endpoint: &'static str,
+    /// The topic filter's variable.
+    pub topic: &'static str,
+    /// The topic filter when that variable is unset.
+    pub default_topic: &'static str,
+}
+
 /// The engine named on the command line is not one we support.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("Unsupported engine: {0}. Supported engine: vllm, sglang")]
@@ -49,6 +60,24 @@ impl Engine {
         match self {
             Engine::Vllm => "/v1/unload_lora_adapter",
             Engine::Sglang => "/unload_lora_adapter",
+        }
+    }
+
+    /// Where the Python sidecar reads this engine's KV-cache event settings:
+    /// the endpoint's and the topic filter's environment variables, and the
+    /// topic filter when the variable is unset (empty: every topic).
+    pub fn kv_events_env(self) -> KvEventsEnv {
+        match self {
+            Engine::Vllm => KvEventsEnv {
+                endpoint: "VLLM_ZMQ_ENDPOINT",
+                topic: "VLLM_ZMQ_TOPIC_FILTER",
+                default_topic: "kv-events",
+            },
+            Engine::Sglang => KvEventsEnv {
+                endpoint: "SGLANG_ZMQ_ENDPOINT",
+                topic: "SGLANG_ZMQ_TOPIC_FILTER",
+                default_topic: "",
+            },
         }
     }
 

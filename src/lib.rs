@@ -36,6 +36,7 @@
 //! - [`app`]: the routes; [`sidecar`]: the process, start to drain;
 //! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
 //! - [`lora`]: LoRA adapters downloaded, loaded into the engine, unloaded;
+//! - [`kv_events`]: the engine's KV-cache events kept as an index in Redis;
 //! - [`sim`]: a simulated engine for demos, tests and benchmarks.
 #![deny(unsafe_code)]
 
@@ -49,6 +50,7 @@ pub mod filter;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz_logic;
 pub mod http;
+pub mod kv_events;
 pub mod lora;
 pub mod pipeline;
 pub mod prom;

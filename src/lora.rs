@@ -28,7 +28,7 @@ use crate::download::request::{DownloadRequest, Environment, RequestError};
 use crate::engine::Engine;
 use crate::errors;
 use crate::prom::expo;
-use crate::stats::MetricsSection;
+use crate::stats::{AtomicHistogram, MetricsSection};
 
 /// Longest adapter name.
 pub const MAX_NAME: usize = 128;
@@ -101,13 +101,21 @@ impl LoadRequest {
 }
 
 /// Load and unload counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LoraStats {
     /// `[operation][outcome]`.
     outcomes: [[AtomicU64; 5]; 2],
-    /// `[operation][bucket]`, per bucket (the last is `+Inf`).
-    buckets: [[AtomicU64; LATENCY_BUCKETS.len() + 1]; 2],
-    nanos: [AtomicU64; 2],
+    /// By operation.
+    latency: [AtomicHistogram; 2],
+}
+
+impl Default for LoraStats {
+    fn default() -> Self {
+        LoraStats {
+            outcomes: Default::default(),
+            latency: [0; 2].map(|_| AtomicHistogram::new(&LATENCY_BUCKETS)),
+        }
+    }
 }
 
 const OPERATIONS: [&str; 2] = ["load", "unload"];
@@ -141,13 +149,7 @@ impl LoraStats {
     fn record(&self, operation: Operation, outcome: Outcome, took: Duration) {
         let op = operation as usize;
         self.outcomes[op][outcome as usize].fetch_add(1, Relaxed);
-        let seconds = took.as_secs_f64();
-        let bucket = LATENCY_BUCKETS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[op][bucket].fetch_add(1, Relaxed);
-        self.nanos[op].fetch_add(took.as_nanos() as u64, Relaxed);
+        self.latency[op].observe(took);
     }
 }
 
@@ -422,19 +424,7 @@ impl MetricsSection for Lora {
             "Time to download and load, or to unload, a LoRA adapter.",
         );
         for (op, operation) in OPERATIONS.iter().enumerate() {
-            let counts: Vec<u64> = self.stats.buckets[op]
-                .iter()
-                .map(|b| b.load(Relaxed))
-                .collect();
-            let seconds = self.stats.nanos[op].load(Relaxed) as f64 / 1e9;
-            expo::histogram(
-                out,
-                name,
-                &[("operation", operation)],
-                &LATENCY_BUCKETS,
-                &counts,
-                seconds,
-            );
+            self.stats.latency[op].render(out, name, &[("operation", operation)]);
         }
     }
 }

@@ -42,7 +42,9 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("MATRIXINFER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        // The zeromq crate logs every reconnection attempt; the bridge
+        // reports the engine's comings and goings itself, throttled.
+        .unwrap_or_else(|_| EnvFilter::new("info,zeromq=error"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,6 +60,24 @@ impl Shutdown {
             listener.wait();
         }
     }
+
+    /// Blocks the calling thread until the signal is triggered or
+    /// `timeout` has passed; says whether it was triggered.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.is_triggered() {
+                return true;
+            }
+            let listener = self.event.listen();
+            if self.is_triggered() {
+                return true;
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.is_triggered();
+            }
+        }
+    }
 }
 
 /// Triggers `shutdown` on SIGTERM or SIGINT, from a small thread. A second

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::download::jobs::Jobs;
 use crate::filter::{FilterChain, FilterHost};
 use crate::http::server;
+use crate::kv_events::KvEvents;
 use crate::lora::Lora;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
 use crate::shutdown::Shutdown;
@@ -22,12 +23,17 @@ pub struct Running {
     /// The address it listens on (the real port when 0 was asked for).
     pub addr: SocketAddr,
     workers: Workers,
+    kv_events: Option<KvEvents>,
 }
 
 impl Running {
-    /// Blocks until every worker has drained and stopped.
+    /// Blocks until every worker has drained and stopped, and the KV
+    /// event bridge has written what it had queued.
     pub fn join(self) {
         self.workers.join();
+        if let Some(kv_events) = self.kv_events {
+            kv_events.join();
+        }
     }
 }
 
@@ -63,7 +69,19 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("engine URL: {e}")))?
     .with_retry_window(config.engine_retry_window);
     let lora = Arc::new(lora);
-    let sections: Vec<Arc<dyn MetricsSection>> = vec![jobs.clone(), lora.clone(), filters.clone()];
+    let mut sections: Vec<Arc<dyn MetricsSection>> =
+        vec![jobs.clone(), lora.clone(), filters.clone()];
+    let kv_events = match config.kv_events.clone() {
+        Some(kv) => {
+            let bridge = KvEvents::start(kv, shutdown.clone())?;
+            sections.push(bridge.stats());
+            Some(bridge)
+        }
+        None => {
+            tracing::info!("KV events: off");
+            None
+        }
+    };
     let stats = Arc::new(Stats::new(config.workers, config.engine.as_str(), sections));
     let server_config = config.server.clone();
     let endpoint = config.endpoint.clone();
@@ -96,7 +114,11 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
         workers = config.workers,
         "listening on http://{addr}"
     );
-    Ok(Running { addr, workers })
+    Ok(Running {
+        addr,
+        workers,
+        kv_events,
+    })
 }
 
 /// Runs until shutdown.

@@ -108,6 +108,46 @@ impl WorkerStats {
     }
 }
 
+/// A duration histogram that any thread may record into, for the parts of
+/// the process that run off the workers (LoRA calls, KV events).
+#[derive(Debug)]
+pub struct AtomicHistogram {
+    bounds: &'static [f64],
+    /// Per-bucket counts (not cumulative); the last is `+Inf`.
+    counts: Box<[AtomicU64]>,
+    nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// An empty histogram with these upper bounds, in seconds.
+    pub fn new(bounds: &'static [f64]) -> AtomicHistogram {
+        AtomicHistogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
+    /// Appends its samples (the family header is the caller's).
+    pub fn render(&self, out: &mut Vec<u8>, name: &str, labels: &[(&str, &str)]) {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
+        let seconds = self.nanos.load(Relaxed) as f64 / 1e9;
+        expo::histogram(out, name, labels, self.bounds, &counts, seconds);
+    }
+}
+
 /// A part of the process (downloads, LoRA, …) with metrics of its own,
 /// appended after the per-worker ones.
 pub trait MetricsSection: Send + Sync + std::fmt::Debug {

@@ -40,20 +40,6 @@ fn download_body(source: &str, output_dir: &Path, config: &str, extra: &str) -> 
     body.to_string()
 }
 
-/// The value of one of the runtime's own series, from a scrape.
-fn metric(sidecar: &Proc, series: &str) -> f64 {
-    let text = get(sidecar.addr, "/metrics").text();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
-    line.unwrap_or_else(|| panic!("no {series} in the scrape"))
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 struct Fixture {
     server: S3Server,
     large: Vec<u8>,

@@ -18,6 +18,8 @@ mod download;
 mod faults;
 // WASM filters: the examples' effects, the hostile ones contained.
 mod filters;
+// KV-cache events: a real ZMQ publisher and redis-server around the bridge.
+mod kv_events;
 // LoRA adapters: download, load, unload, against the engines' LoRA endpoints.
 mod lora;
 // Every standardization rule, on every engine version's payloads.

@@ -485,6 +485,20 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
     Client::connect(addr).get(path)
 }
 
+/// The value of one of the runtime's own series, from a scrape.
+pub fn metric(sidecar: &Proc, series: &str) -> f64 {
+    let text = get(sidecar.addr, "/metrics").text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+    line.unwrap_or_else(|| panic!("no {series} in the scrape"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// POST with a JSON body on a fresh connection; the answer may take a
 /// while (a synchronous download).
 pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Response {

@@ -1,0 +1,224 @@
+//! The ZMQ side of the bridge: a SUB socket on the engine's publisher.
+//!
+//! Messages are three frames, `[topic, seq, payload]`: the topic must
+//! equal the filter when one is set (ZMQ itself matches prefixes only),
+//! `seq` is a big-endian u64 that grows by one per message (a jump is
+//! counted as that many lost messages; a step back means the engine
+//! restarted), and the payload is a msgpack batch ([`super::decode`]).
+//!
+//! The socket runs on a current-thread tokio runtime of its own (the
+//! runtime the zeromq crate drives its I/O with). It connects for ever:
+//! while the engine is not up yet, and again after it restarts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
+
+use super::{DecodeError, KvStats, Queue, Queued, Throttle, decode_batch};
+use crate::download::retry::RetryPolicy;
+use crate::shutdown::Shutdown;
+
+/// Reads the engine's KV event stream and queues the batches.
+#[derive(Debug)]
+pub struct Subscriber {
+    endpoint: String,
+    topic: String,
+    queue: Queue,
+    stats: Arc<KvStats>,
+    last_seq: Option<u64>,
+    warnings: Throttle,
+}
+
+impl Subscriber {
+    /// Checks the endpoint's syntax; connects only in [`Subscriber::run`].
+    pub fn new(endpoint: &str, topic: &str, queue: Queue) -> Result<Subscriber, String> {
+        let parsed: Result<zeromq::Endpoint, _> = endpoint.parse();
+        if let Err(e) = parsed {
+            return Err(format!("KV events endpoint {endpoint:?}: {e}"));
+        }
+        Ok(Subscriber {
+            endpoint: endpoint.to_owned(),
+            topic: topic.to_owned(),
+            stats: queue.stats.clone(),
+            queue,
+            last_seq: None,
+            warnings: Throttle::new(Duration::from_secs(30)),
+        })
+    }
+
+    /// Runs until `shutdown`.
+    pub fn run(mut self, shutdown: Arc<Shutdown>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!("KV events: cannot start the subscriber's runtime: {e}");
+                return;
+            }
+        };
+        runtime.block_on(async {
+            tokio::select! {
+                () = self.subscribe() => {}
+                () = shutdown.wait() => {}
+            }
+        });
+        self.stats.set_engine_up(false);
+    }
+
+    async fn subscribe(&mut self) {
+        // The monitor reports this first connection too.
+        let (mut socket, mut events) = self.connect().await;
+        // The socket reconnects by itself from here on.
+        loop {
+            tokio::select! {
+                message = socket.recv() => match message {
+                    Ok(message) => self.handle(message),
+                    Err(e) => {
+                        tracing::debug!("KV events: receive failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(event) = events.next() => self.connection_event(event),
+            }
+        }
+    }
+
+    /// The first connection, tried until it succeeds.
+    async fn connect(&mut self) -> (SubSocket, impl Stream<Item = SocketEvent> + Unpin + use<>) {
+        let retry = RetryPolicy {
+            attempts: u32::MAX,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(10),
+        };
+        let mut failures = 0;
+        loop {
+            let mut options = SocketOptions::default();
+            // Connection refused is retried inside `connect` for as long
+            // as it takes; other failures (a name that does not resolve
+            // yet) come back here.
+            options.no_connect_timeout();
+            let mut socket = SubSocket::with_options(options);
+            let events = socket.monitor();
+            let connected = match socket.subscribe(&self.topic).await {
+                Ok(()) => socket.connect(&self.endpoint).await,
+                Err(e) => Err(e),
+            };
+            match connected {
+                Ok(()) => return (socket, events),
+                Err(e) => {
+                    failures += 1;
+                    if let Some(held) = self.warnings.check() {
+                        tracing::warn!(
+                            endpoint = %self.endpoint,
+                            repeats = held,
+                            "KV events: cannot connect to the engine ({e}); retrying"
+                        );
+                    }
+                    tokio::time::sleep(retry.backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    fn connection_event(&mut self, event: SocketEvent) {
+        match event {
+            SocketEvent::Connected(..) => {
+                tracing::info!(endpoint = %self.endpoint, "KV events: connected to the engine");
+                self.stats.set_engine_up(true);
+            }
+            SocketEvent::Disconnected(_) => {
+                tracing::warn!(
+                    endpoint = %self.endpoint,
+                    "KV events: the engine closed the stream; reconnecting"
+                );
+                self.stats.set_engine_up(false);
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks, decodes and queues one message.
+    pub fn handle(&mut self, message: ZmqMessage) {
+        let received = Instant::now();
+        let frames = message.into_vec();
+        let [topic, seq, payload] = frames.as_slice() else {
+            self.stats.decode_errors(DecodeError::Frames, 1);
+            self.warn(format_args!("a message of {} frames, not 3", frames.len()));
+            return;
+        };
+        if !self.topic.is_empty() && topic[..] != *self.topic.as_bytes() {
+            self.stats.wrong_topic();
+            return;
+        }
+        let Ok(seq) = <[u8; 8]>::try_from(&seq[..]) else {
+            self.stats.decode_errors(DecodeError::Frames, 1);
+            self.warn(format_args!(
+                "a sequence frame of {} bytes, not 8",
+                seq.len()
+            ));
+            return;
+        };
+        self.stats.message();
+        self.sequence(u64::from_be_bytes(seq));
+        let batch = match decode_batch(payload) {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.stats.decode_errors(DecodeError::Batch, 1);
+                self.warn(format_args!("a batch was dropped: {e}"));
+                return;
+            }
+        };
+        if let Some(first) = batch.malformed.first() {
+            self.stats
+                .decode_errors(DecodeError::Event, batch.malformed.len() as u64);
+            self.warn(format_args!(
+                "{} malformed events skipped, first: {first}",
+                batch.malformed.len()
+            ));
+        }
+        for event in &batch.events {
+            self.stats.events(event.kind(), 1);
+        }
+        self.stats
+            .events(super::EventKind::Other, u64::from(batch.unknown));
+        if batch.events.is_empty() {
+            return;
+        }
+        self.queue.push(Queued {
+            batch,
+            bytes: payload.len(),
+            received,
+        });
+    }
+
+    fn sequence(&mut self, seq: u64) {
+        match self.last_seq {
+            Some(last) if seq > last.saturating_add(1) => {
+                let missed = seq - last - 1;
+                self.stats.seq_gap(missed);
+                self.warn(format_args!(
+                    "{missed} messages lost (sequence {last} to {seq})"
+                ));
+            }
+            Some(last) if seq <= last => {
+                tracing::info!(
+                    seq,
+                    last,
+                    "KV events: the sequence restarted (engine restart?)"
+                );
+            }
+            _ => {}
+        }
+        self.last_seq = Some(seq);
+    }
+
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        if let Some(held) = self.warnings.check() {
+            tracing::warn!(endpoint = %self.endpoint, repeats = held, "KV events: {what}");
+        }
+    }
+}

@@ -1,0 +1,720 @@
+//! KV-cache events into Redis: a real `redis-server`, a real ZMQ publisher
+//! (pyzmq on libzmq) sending batches serialized exactly as vLLM and SGLang
+//! serialize them (msgspec, the engines' own struct definitions: see
+//! `kv_publisher.py`), and the real sidecar between them. Every check reads
+//! Redis itself: keys, values, TTLs, hash fields.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Commands;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const POD: &str = "pod-0.default";
+const MODEL: &str = "llama";
+
+// === A real redis-server ===
+
+/// A `redis-server` on a port of its own, without persistence.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = closed_port().port();
+        let mut server = RedisServer { port, child: None };
+        server.restart();
+        server
+    }
+
+    /// Starts it (again) on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        self.child = Some(child);
+        eventually("redis-server answers PING", || {
+            self.try_connection()
+                .is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+        });
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn try_connection(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()
+    }
+
+    fn connection(&self) -> redis::Connection {
+        self.try_connection().expect("connect to redis-server")
+    }
+
+    /// Every key, sorted.
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.connection().keys("*").unwrap();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// === A publisher built as the engines build theirs ===
+
+struct Publisher {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    port: u16,
+}
+
+impl Publisher {
+    fn start() -> Publisher {
+        Publisher::start_on(None)
+    }
+
+    /// On `port`, or a free one.
+    fn start_on(port: Option<u16>) -> Publisher {
+        let python = std::env::var("MATRIXINFER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kv_publisher.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .args(port.map(|p| p.to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{python}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!("{python} did not start the publisher (needs pyzmq and msgspec, which scripts/test installs): {line:?}")
+            });
+        Publisher {
+            child,
+            stdin,
+            stdout,
+            port,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    fn command(&mut self, command: Value) -> String {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the publisher died on {command}");
+        line.trim().to_owned()
+    }
+
+    /// Publishes one batch: `spec` as in `kv_publisher.py`.
+    fn publish(&mut self, spec: Value) {
+        assert_eq!(self.command(json!({ "publish": spec })), "ok");
+    }
+
+    /// Sends these frames as they are.
+    fn frames(&mut self, frames: &[&[u8]]) {
+        let hex: Vec<String> = frames
+            .iter()
+            .map(|f| f.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        assert_eq!(self.command(json!({ "frames": hex })), "ok");
+    }
+
+    /// The standardized hash of `tokens`, as Python's hashlib computes it.
+    fn std_hash(&mut self, tokens: &[u32]) -> u64 {
+        self.command(json!({ "std_hash": tokens })).parse().unwrap()
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// === The sidecar between them ===
+
+struct Bridge {
+    sidecar: Proc,
+    _engine: Proc,
+}
+
+impl Bridge {
+    /// A sidecar for `engine` on the publisher's endpoint, writing to
+    /// `redis`, with `extra` flags.
+    fn start(engine: &str, publisher: &Publisher, redis: &RedisServer, extra: &[&str]) -> Bridge {
+        let flavor = if engine == "vllm" {
+            "vllm-v1"
+        } else {
+            "sglang-0.5"
+        };
+        let simulated = Engine::flavor(flavor).start();
+        let endpoint = publisher.endpoint();
+        let port = redis.port.to_string();
+        let mut sidecar = Sidecar::new(engine, simulated.addr)
+            .workers(1)
+            .arg("--kv-events-endpoint")
+            .arg(&endpoint)
+            .arg("--redis-host")
+            .arg("127.0.0.1")
+            .arg("--redis-port")
+            .arg(&port);
+        for arg in extra {
+            sidecar = sidecar.arg(arg);
+        }
+        Bridge {
+            sidecar: sidecar.start(),
+            _engine: simulated,
+        }
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        metric(&self.sidecar, series)
+    }
+
+    fn written(&self) -> f64 {
+        self.metric("matrixinfer_runtime_kv_batches_written_total")
+    }
+
+    /// Waits out ZMQ's slow joiner: the SUB socket's subscription reaches
+    /// the PUB socket some time after connecting, and what is published
+    /// before that is not delivered. Empty batches until one arrives.
+    fn warm_up(&self, publisher: &mut Publisher, topic: &str) {
+        eventually("the sidecar receives events", || {
+            publisher.publish(json!({ "topic": topic, "events": [] }));
+            thread::sleep(Duration::from_millis(30));
+            self.metric("matrixinfer_runtime_kv_messages_total") >= 1.0
+        });
+    }
+
+    /// Publishes a batch and waits until it is in Redis.
+    fn apply(&self, publisher: &mut Publisher, spec: Value) {
+        let before = self.written();
+        publisher.publish(spec);
+        eventually("the batch is written", || self.written() > before);
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn stored(hashes: Value, tokens: &[u32]) -> Value {
+    json!({ "type": "BlockStored", "block_hashes": hashes, "token_ids": tokens })
+}
+
+fn removed(hashes: Value) -> Value {
+    json!({ "type": "BlockRemoved", "block_hashes": hashes })
+}
+
+/// Checks a stored block: the mapping key with the standardized hash and a
+/// TTL of a day, and this Pod in the block's hash with a fresh timestamp.
+fn assert_block(redis: &RedisServer, engine: &str, engine_hash: &str, std: u64) {
+    let mut conn = redis.connection();
+    let mapping = format!("{engine}:kv:block:{POD}@{engine_hash}");
+    let value: Option<String> = conn.get(&mapping).unwrap();
+    assert_eq!(value, Some(std.to_string()), "{mapping}");
+    let ttl: i64 = conn.ttl(&mapping).unwrap();
+    assert!((86_390..=86_400).contains(&ttl), "{mapping} TTL {ttl}");
+    let matrix = format!("matrix:kv:block:{MODEL}@{std}");
+    let stamp: Option<i64> = conn.hget(&matrix, POD).unwrap();
+    let stamp = stamp.unwrap_or_else(|| panic!("{POD} missing from {matrix}"));
+    assert!((now() - stamp).abs() <= 5, "{matrix} {POD} = {stamp}");
+}
+
+#[test]
+fn hash_vector_matches_an_independent_implementation() {
+    let mut publisher = Publisher::start();
+    assert_eq!(publisher.std_hash(&[1, 2, 3, 4]), 4233425515844289900);
+    assert_eq!(
+        matrixinfer_runtime::kv_events::standard_hash(&[1, 2, 3, 4]),
+        4233425515844289900
+    );
+    let tokens: Vec<u32> = (0..64u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    assert_eq!(
+        publisher.std_hash(&tokens),
+        matrixinfer_runtime::kv_events::standard_hash(&tokens)
+    );
+}
+
+#[test]
+fn current_vllm_store_remove_clear() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    // Another Pod's blocks and another model's, which a clear must keep.
+    let mut conn = redis.connection();
+    let _: () = conn.set("vllm:kv:block:pod-1.default@7", "1").unwrap();
+    let _: () = conn.hset("matrix:kv:block:other-model@1", POD, 5).unwrap();
+
+    let big = u64::MAX - 41; // above i64::MAX: msgpack uint64
+    let tokens = [1, 2, 3, 4, 10, 11, 12, 13, 20, 21, 22, 23];
+    bridge.apply(
+        &mut publisher,
+        json!({
+            "encoding": "vllm",
+            "dp_rank": 0,
+            "events": [stored(json!([big, 17, {"bytes": "00ab10ff"}]), &tokens)],
+        }),
+    );
+    let std: Vec<u64> = tokens.chunks(4).map(|t| publisher.std_hash(t)).collect();
+    assert_eq!(std[0], 4233425515844289900);
+    assert_block(&redis, "vllm", &big.to_string(), std[0]);
+    assert_block(&redis, "vllm", "17", std[1]);
+    assert_block(&redis, "vllm", "00ab10ff", std[2]);
+    // Another Pod holding the same block.
+    let _: () = conn
+        .hset(
+            format!("matrix:kv:block:{MODEL}@{}", std[1]),
+            "pod-1.default",
+            1,
+        )
+        .unwrap();
+
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm", "events": [removed(json!([17]))] }),
+    );
+    assert!(
+        !conn
+            .exists::<_, bool>(format!("vllm:kv:block:{POD}@17"))
+            .unwrap()
+    );
+    let holders: Vec<String> = conn
+        .hkeys(format!("matrix:kv:block:{MODEL}@{}", std[1]))
+        .unwrap();
+    assert_eq!(holders, ["pod-1.default"]);
+    assert_block(&redis, "vllm", &big.to_string(), std[0]);
+
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm", "events": [{"type": "AllBlocksCleared"}] }),
+    );
+    assert_eq!(
+        redis.keys(),
+        [
+            format!("matrix:kv:block:{MODEL}@{}", std[1]),
+            "matrix:kv:block:other-model@1".to_owned(),
+            "vllm:kv:block:pod-1.default@7".to_owned(),
+        ]
+    );
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_events_total{type=\"BlockStored\"}"),
+        1.0
+    );
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_events_total{type=\"AllBlocksCleared\"}"),
+        1.0
+    );
+    assert_eq!(bridge.metric("matrixinfer_runtime_kv_redis_connected"), 1.0);
+    assert!(bridge.metric("matrixinfer_runtime_kv_lag_seconds_count") >= 3.0);
+}
+
+#[test]
+fn every_engine_encoding() {
+    let redis = RedisServer::start();
+    // vLLM 0.10/0.11 positional with every trailing field, and vLLM 0.8.
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    let mut with_trailing = stored(json!([1001, 1002]), &[5, 6, 7, 8]);
+    with_trailing["lora_name"] = json!("adapter-a");
+    with_trailing["extra_keys"] = json!([["mm-hash", 3], null]);
+    with_trailing["group_idx"] = json!(1);
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm-array", "dp_rank": 2, "events": [with_trailing] }),
+    );
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm-0.8", "events": [stored(json!([1003]), &[9, 9])] }),
+    );
+    assert_block(&redis, "vllm", "1001", publisher.std_hash(&[5, 6]));
+    assert_block(&redis, "vllm", "1002", publisher.std_hash(&[7, 8]));
+    assert_block(&redis, "vllm", "1003", publisher.std_hash(&[9, 9]));
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm-array", "events": [removed(json!([1001]))] }),
+    );
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm-0.8", "events": [removed(json!([1003]))] }),
+    );
+    assert!(
+        redis
+            .keys()
+            .iter()
+            .all(|k| !k.ends_with("@1001") && !k.ends_with("@1003"))
+    );
+    drop(bridge);
+
+    // SGLang 0.5 (optional medium, attn_dp_rank; signed hashes) and 0.4,
+    // on SGLang's default topic filter: empty, every topic.
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("sglang", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "");
+    let mut with_medium = stored(json!([-8_000_000_000_000_000_000i64, 42]), &[1, 2, 3, 4]);
+    with_medium["medium"] = json!("GPU");
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "sglang", "topic": "", "dp_rank": 1, "events": [with_medium] }),
+    );
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "sglang-0.4", "topic": "", "events": [stored(json!([43]), &[7; 16])] }),
+    );
+    assert_block(
+        &redis,
+        "sglang",
+        "-8000000000000000000",
+        publisher.std_hash(&[1, 2]),
+    );
+    assert_block(&redis, "sglang", "42", publisher.std_hash(&[3, 4]));
+    assert_block(&redis, "sglang", "43", publisher.std_hash(&[7; 16]));
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "sglang", "topic": "", "events": [removed(json!([-8_000_000_000_000_000_000i64]))] }),
+    );
+    assert!(
+        !redis
+            .keys()
+            .iter()
+            .any(|k| k.ends_with("@-8000000000000000000"))
+    );
+    let holders: Vec<String> = redis
+        .connection()
+        .hkeys(format!(
+            "matrix:kv:block:{MODEL}@{}",
+            publisher.std_hash(&[1, 2])
+        ))
+        .unwrap();
+    assert!(holders.is_empty(), "{holders:?}");
+}
+
+#[test]
+fn malformed_events_are_skipped_and_counted() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    bridge.apply(
+        &mut publisher,
+        json!({
+            "encoding": "vllm-array",
+            "events": [
+                {"raw": ["BlockStored", "not a list", null, [1, 2]]},
+                stored(json!([501]), &[1, 2]),
+                {"raw": 42},
+                {"raw": ["BlockStored", [502, 503], null, [1, 2, 3], 16, null, "GPU"]},
+                {"raw": {"type": "BlockStored", "block_hashes": [504], "token_ids": [[1, 2]]}},
+                stored(json!([505]), &[3, 4]),
+                {"raw": ["KVCacheCreated", 1]},
+            ],
+        }),
+    );
+    assert_block(&redis, "vllm", "501", publisher.std_hash(&[1, 2]));
+    assert_block(&redis, "vllm", "505", publisher.std_hash(&[3, 4]));
+    assert_eq!(redis.keys().len(), 4, "{:?}", redis.keys());
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_decode_errors_total{level=\"event\"}"),
+        4.0
+    );
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_events_total{type=\"other\"}"),
+        1.0
+    );
+
+    // Whole messages that are not batches: counted, and nothing stops.
+    publisher.frames(&[b"kv-events", &1u64.to_be_bytes(), b"\xc1 not msgpack"]);
+    publisher.frames(&[b"kv-events", &2u64.to_be_bytes()]);
+    publisher.frames(&[b"kv-events", b"seq", b"\x90"]);
+    eventually("the bad messages are counted", || {
+        bridge.metric("matrixinfer_runtime_kv_decode_errors_total{level=\"batch\"}") == 1.0
+            && bridge.metric("matrixinfer_runtime_kv_decode_errors_total{level=\"frames\"}") == 2.0
+    });
+    bridge.apply(
+        &mut publisher,
+        json!({ "encoding": "vllm", "events": [removed(json!([501]))] }),
+    );
+    assert_eq!(redis.keys().len(), 2, "{:?}", redis.keys());
+}
+
+#[test]
+fn redis_restarted_mid_stream_loses_nothing_buffered() {
+    let mut redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [stored(json!([1]), &[1, 1])] }),
+    );
+
+    redis.stop();
+    for hash in 2..=6u32 {
+        publisher.publish(json!({ "events": [stored(json!([hash]), &[hash, hash])] }));
+    }
+    eventually("the writer notices Redis is gone", || {
+        bridge.metric("matrixinfer_runtime_kv_redis_errors_total{kind=\"connection\"}") >= 1.0
+    });
+    // The sidecar keeps serving while Redis is away.
+    assert_eq!(get(bridge.sidecar.addr, "/metrics").status, 200);
+    assert_eq!(bridge.metric("matrixinfer_runtime_kv_redis_connected"), 0.0);
+
+    redis.restart();
+    eventually("the buffered batches are written", || {
+        bridge.written() >= 6.0
+    });
+    for hash in 2..=6u32 {
+        assert_block(
+            &redis,
+            "vllm",
+            &hash.to_string(),
+            publisher.std_hash(&[hash, hash]),
+        );
+    }
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_batches_dropped_total"),
+        0.0
+    );
+    assert_eq!(bridge.metric("matrixinfer_runtime_kv_batches_queued"), 0.0);
+}
+
+#[test]
+fn a_full_buffer_drops_and_counts() {
+    let mut redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &["--kv-events-buffer", "2"]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    redis.stop();
+    // The writer holds the first batch, retrying; two wait; two are dropped.
+    publisher.publish(json!({ "events": [stored(json!([1]), &[1])] }));
+    eventually("the writer holds the first batch", || {
+        bridge.metric("matrixinfer_runtime_kv_redis_errors_total{kind=\"connection\"}") >= 1.0
+    });
+    for hash in 2..=5u32 {
+        publisher.publish(json!({ "events": [stored(json!([hash]), &[hash])] }));
+    }
+    eventually("two batches are dropped", || {
+        bridge.metric("matrixinfer_runtime_kv_batches_dropped_total") == 2.0
+    });
+    redis.restart();
+    eventually("the rest is written", || bridge.written() >= 3.0);
+    let keys = redis.keys();
+    for hash in 1..=3 {
+        assert!(
+            keys.contains(&format!("vllm:kv:block:{POD}@{hash}")),
+            "{keys:?}"
+        );
+    }
+    for hash in 4..=5 {
+        assert!(
+            !keys.contains(&format!("vllm:kv:block:{POD}@{hash}")),
+            "{keys:?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_topics_are_ignored() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    // ZMQ matches subscriptions by prefix: this one arrives and must be
+    // dropped here; "other" is filtered by the publisher already.
+    publisher.publish(json!({ "topic": "kv-events-dp1", "events": [stored(json!([1]), &[1])] }));
+    publisher.publish(json!({ "topic": "other", "events": [stored(json!([2]), &[2])] }));
+    eventually("the prefix match is ignored", || {
+        bridge.metric("matrixinfer_runtime_kv_messages_wrong_topic_total") == 1.0
+    });
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [stored(json!([3]), &[3])] }),
+    );
+    let keys = redis.keys();
+    assert!(
+        keys.iter()
+            .all(|k| !k.ends_with("@1") && !k.ends_with("@2")),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&format!("vllm:kv:block:{POD}@3")), "{keys:?}");
+}
+
+#[test]
+fn sequence_gaps_are_counted() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    bridge.apply(
+        &mut publisher,
+        json!({ "seq": 100, "events": [stored(json!([1]), &[1])] }),
+    );
+    let before = bridge.metric("matrixinfer_runtime_kv_sequence_gaps_total");
+    bridge.apply(
+        &mut publisher,
+        json!({ "seq": 101, "events": [stored(json!([2]), &[2])] }),
+    );
+    bridge.apply(
+        &mut publisher,
+        json!({ "seq": 105, "events": [stored(json!([3]), &[3])] }),
+    );
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_sequence_gaps_total") - before,
+        3.0
+    );
+    // An engine restart starts again from zero: not a gap.
+    bridge.apply(
+        &mut publisher,
+        json!({ "seq": 0, "events": [stored(json!([4]), &[4])] }),
+    );
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_sequence_gaps_total") - before,
+        3.0
+    );
+}
+
+#[test]
+fn removal_after_a_sidecar_restart_reads_the_mapping() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [stored(json!([11, 12]), &[1, 2, 3, 4])] }),
+    );
+    drop(bridge);
+
+    // A new process remembers nothing: the standardized hash comes from
+    // the mapping key.
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [removed(json!([11, 999]))] }),
+    );
+    assert_eq!(
+        redis.keys(),
+        [
+            format!("matrix:kv:block:{MODEL}@{}", publisher.std_hash(&[3, 4])),
+            format!("vllm:kv:block:{POD}@12"),
+        ]
+    );
+}
+
+#[test]
+fn without_events_redis_is_never_contacted() {
+    // A stand-in for Redis that only counts connections.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis_addr: SocketAddr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    {
+        let connections = connections.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+                connections.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let engine = Engine::flavor("vllm-v1").start();
+    let port = redis_addr.port().to_string();
+    let sidecar = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .arg("--kv-events-endpoint")
+        .arg(&format!("tcp://{}", closed_port()))
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", &port)
+        .start();
+    for _ in 0..3 {
+        let scrape = get(sidecar.addr, "/metrics");
+        assert_eq!(scrape.status, 200);
+        assert!(
+            scrape
+                .text()
+                .contains("matrixinfer_runtime_kv_engine_connected 0")
+        );
+    }
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(connections.load(Ordering::SeqCst), 0);
+
+    // Off: no bridge, no bridge metrics.
+    let off = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .arg("--no-kv-events")
+        .start();
+    let text = get(off.addr, "/metrics").text();
+    assert!(!text.contains("matrixinfer_runtime_kv_"), "{text}");
+    assert!(off.log().contains("KV events: off"), "{}", off.log());
+}
+
+#[test]
+fn the_subscriber_reconnects_after_an_engine_restart() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let port = publisher.port;
+    let bridge = Bridge::start("vllm", &publisher, &redis, &[]);
+    bridge.warm_up(&mut publisher, "kv-events");
+    drop(publisher);
+    eventually("the sidecar sees the engine go", || {
+        bridge.metric("matrixinfer_runtime_kv_engine_connected") == 0.0
+    });
+    let mut publisher = Publisher::start_on(Some(port));
+    let before = bridge.metric("matrixinfer_runtime_kv_messages_total");
+    eventually("the sidecar receives the new engine's events", || {
+        publisher.publish(json!({ "events": [] }));
+        thread::sleep(Duration::from_millis(50));
+        bridge.metric("matrixinfer_runtime_kv_messages_total") > before
+    });
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [stored(json!([77]), &[7, 7])] }),
+    );
+    assert_block(&redis, "vllm", "77", publisher.std_hash(&[7, 7]));
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_engine_connected"),
+        1.0
+    );
+}
