@@ -64,7 +64,9 @@ async fn scrape(
         Err(e) => return (ScrapeOutcome::EngineError, engine_failed(app, res, e).await),
     };
 
-    // [5] Our answer's head: the engine is there, so it is a 200.
+    // [5] Our answer's head: the engine is there, so it is a 200 (sent
+    // with the first body bytes; until then an engine failure can still
+    // become a 502).
     let gzip = match req.accept_gzip {
         true => Some(gzip.get_or_insert_with(Default::default)),
         false => None,
@@ -87,13 +89,18 @@ async fn scrape(
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                // Too late for a 502: the body stops short and the
-                // connection closes, so the scraper sees a failed scrape
-                // rather than a complete-looking partial one.
                 stats.upstream_bytes(exchange.wire_bytes());
-                stats.upstream_error(e.reason());
-                tracing::warn!(error = %errors::chain(&e), "engine metrics body failed midway; response aborted");
-                return (ScrapeOutcome::Aborted, Ok(()));
+                // Nothing sent yet (the head waits for the first body
+                // bytes): the scraper gets a proper 502 or 504.
+                let Some(res) = body.abandon() else {
+                    // Too late for that: the body stops short and the
+                    // connection closes, so the scraper sees a failed
+                    // scrape rather than a complete-looking partial one.
+                    stats.upstream_error(e.reason());
+                    tracing::warn!(error = %errors::chain(&e), "engine metrics body failed midway; response aborted");
+                    return (ScrapeOutcome::Aborted, Ok(()));
+                };
+                return (ScrapeOutcome::EngineError, engine_failed(app, res, e).await);
             }
         }
     }

@@ -105,9 +105,30 @@ fn engine_error_status_is_502_with_its_body() {
 
 #[test]
 fn truncated_body_cuts_the_stream() {
+    // Cut before anything went to the scraper: a clean 502.
     let body = b"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 1\n";
     let truncated =
         RawServer::answering(http_response("200 OK", "Content-Length: 100000\r\n", body));
+    let sidecar = Sidecar::new("vllm", truncated.addr).start();
+    let response = get(sidecar.addr, "/metrics");
+    assert_eq!(response.status, 502, "{}", response.text());
+    assert!(
+        response
+            .detail()
+            .starts_with("Failed to fetch metrics from engine: "),
+        "{}",
+        response.detail()
+    );
+    still_serving(&sidecar);
+
+    // Cut after the first bytes went out: too late for a 502, so the
+    // stream stops short and must not look complete.
+    let mut body = Vec::new();
+    for i in 0..4000 {
+        body.extend_from_slice(format!("vllm:some_gauge{{i=\"{i}\"}} 1\n").as_bytes());
+    }
+    let declared = format!("Content-Length: {}\r\n", body.len() * 2);
+    let truncated = RawServer::answering(http_response("200 OK", &declared, &body));
     let sidecar = Sidecar::new("vllm", truncated.addr).start();
     let response = get(sidecar.addr, "/metrics");
     assert_eq!(
@@ -116,12 +137,10 @@ fn truncated_body_cuts_the_stream() {
     );
     assert!(!response.complete, "a cut stream must not look complete");
     still_serving(&sidecar);
-    let text = get(sidecar.addr, "/metrics");
-    assert!(!text.complete);
 }
 
 #[test]
-fn chunked_body_that_never_ends_is_cut() {
+fn chunked_body_that_never_ends_is_502() {
     let broken = RawServer::answering(http_response(
         "200 OK",
         "Transfer-Encoding: chunked\r\n",
@@ -129,7 +148,7 @@ fn chunked_body_that_never_ends_is_cut() {
     ));
     let sidecar = Sidecar::new("vllm", broken.addr).start();
     let response = get(sidecar.addr, "/metrics");
-    assert!(!response.complete);
+    assert_eq!(response.status, 502, "{}", response.text());
     still_serving(&sidecar);
 }
 
@@ -243,7 +262,7 @@ fn gzipping_engine_is_inflated() {
         b"not gzip!",
     ));
     let sidecar = Sidecar::new("sglang", corrupt.addr).start();
-    assert!(!get(sidecar.addr, "/metrics").complete);
+    assert_eq!(get(sidecar.addr, "/metrics").status, 502);
     still_serving(&sidecar);
 }
 

@@ -131,9 +131,6 @@ impl<'c> Responder<'c> {
         }
         self.write_head(&mut head, status, &headers);
         head.extend_from_slice(b"\r\n");
-        let (result, head) = write_all(self.stream, head, self.write_timeout).await;
-        *self.buf = head;
-        result?;
         // Until the last chunk is out, a broken stream must not be mistaken
         // for a complete one: the connection closes unless `finish` runs.
         let keep_alive = std::mem::replace(&mut self.keep_alive, false);
@@ -145,12 +142,16 @@ impl<'c> Responder<'c> {
             chunked,
             keep_alive,
             bytes_sent: 0,
+            frame_start: 0,
         };
         body.plain.clear();
         body.wire.clear();
         if let Some(gzip) = body.gzip.as_deref_mut() {
             gzip.reset();
         }
+        // The head goes out with the first body bytes: one write, not two.
+        body.out().extend_from_slice(&head);
+        *body.responder.buf = head;
         body.begin_frame();
         Ok(body)
     }
@@ -198,9 +199,11 @@ pub struct BodyStream<'r, 'c> {
     chunked: bool,
     keep_alive: bool,
     bytes_sent: u64,
+    /// Where the open chunk's size line is, in the socket-bound buffer.
+    frame_start: usize,
 }
 
-impl BodyStream<'_, '_> {
+impl<'r, 'c> BodyStream<'r, 'c> {
     /// The buffer to append body bytes to; [`BodyStream::flush`] sends them.
     pub fn buf(&mut self) -> &mut Vec<u8> {
         self.plain
@@ -214,6 +217,20 @@ impl BodyStream<'_, '_> {
     /// Sends what has been appended so far (it may stay in the compressor).
     pub async fn flush(&mut self) -> io::Result<()> {
         self.send(false).await
+    }
+
+    /// Gives up on a body of which nothing has reached the client yet, so
+    /// that an error can be answered instead. `None`, the stream dropped
+    /// (and the connection closed), once bytes have gone out.
+    pub fn abandon(self) -> Option<&'r mut Responder<'c>> {
+        if self.bytes_sent > 0 {
+            return None;
+        }
+        self.plain.clear();
+        self.wire.clear();
+        self.responder.sent = false;
+        self.responder.keep_alive = self.keep_alive;
+        Some(self.responder)
     }
 
     /// Sends the rest and ends the body; the connection may then be reused.
@@ -236,7 +253,7 @@ impl BodyStream<'_, '_> {
             None => &mut *self.plain,
         };
         if self.chunked {
-            chunked::frame_end(out, 0);
+            chunked::frame_end(out, self.frame_start);
             if last {
                 out.extend_from_slice(LAST_CHUNK);
             }
@@ -256,16 +273,19 @@ impl BodyStream<'_, '_> {
         Ok(())
     }
 
+    /// The buffer whose bytes go to the socket as they are.
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.gzip.is_some() {
+            self.wire
+        } else {
+            self.plain
+        }
+    }
+
     /// Reserves the chunk size line in front of the next payload.
     fn begin_frame(&mut self) {
         if self.chunked {
-            let out = if self.gzip.is_some() {
-                &mut *self.wire
-            } else {
-                &mut *self.plain
-            };
-            debug_assert!(out.is_empty());
-            chunked::frame_begin(out);
+            self.frame_start = chunked::frame_begin(self.out());
         }
     }
 }

@@ -465,3 +465,25 @@ other 3
         }
     }
 }
+
+/// Series and family names differ in a few trailing digits; FxHash, tried
+/// first, collided on exactly these.
+#[test]
+fn name_hashes_do_not_collide_on_near_identical_names() {
+    let mut seen = std::collections::HashMap::new();
+    let bounds = ["0.1", "1.0", "100.0", "400.0", "1200.0", "2400.0", "+Inf"];
+    for alias in 0..400 {
+        let model = format!("meta-llama/Llama-3.1-8B-Instruct-alias-{alias}");
+        let mut keys: Vec<String> = bounds
+            .iter()
+            .map(|le| format!("_bucket{{le=\"{le}\",model_name=\"{model}\"}}"))
+            .collect();
+        keys.push(format!("vllm:family_{alias}"));
+        for key in keys {
+            let hash = super::name_hash(key.as_bytes());
+            if let Some(other) = seen.insert(hash, key.clone()) {
+                panic!("{key} and {other} collide");
+            }
+        }
+    }
+}
