@@ -28,6 +28,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         payload_file: None,
         delay_ms: 0,
         lora_delay_ms: 0,
+        render_cpu_us: 0,
         workers: 1,
         io_driver: DriverChoice::Auto,
     };

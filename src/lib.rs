@@ -37,10 +37,12 @@
 //! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
 //! - [`lora`]: LoRA adapters downloaded, loaded into the engine, unloaded;
 //! - [`kv_events`]: the engine's KV-cache events kept as an index in Redis;
-//! - [`sim`]: a simulated engine for demos, tests and benchmarks.
+//! - [`sim`]: a simulated engine for demos, tests and benchmarks;
+//! - [`bench`]: the scrape-overhead harness (`matrixinfer-runtime bench`).
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod download;

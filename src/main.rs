@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use matrixinfer_runtime::config::{Cli, Command, Config};
 use matrixinfer_runtime::shutdown::{self, Shutdown};
-use matrixinfer_runtime::{demo, download, errors, sidecar, sim};
+use matrixinfer_runtime::{bench, demo, download, errors, sidecar, sim};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Some(Command::Simulate(args)) => sim::run(args, shutdown),
         Some(Command::Demo(args)) => demo::run(args, shutdown),
         Some(Command::Download(args)) => download::cli::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,6 +49,17 @@ pub enum DriverChoice {
     Epoll,
 }
 
+impl DriverChoice {
+    /// Its name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverChoice::Auto => "auto",
+            DriverChoice::IoUring => "io-uring",
+            DriverChoice::Epoll => "epoll",
+        }
+    }
+}
+
 enum WorkerRuntime {
     IoUring(Runtime<TimeDriver<IoUringDriver>>),
     Epoll(Runtime<TimeDriver<LegacyDriver>>),

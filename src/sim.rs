@@ -89,6 +89,7 @@ pub fn start(
         chunked: args.chunked,
         delay: Duration::from_millis(args.delay_ms),
         lora_delay: Duration::from_millis(args.lora_delay_ms),
+        render_cpu: Duration::from_micros(args.render_cpu_us),
         sglang: flavor.is_sglang(),
     };
     let lora = Arc::new(lora::SimLora::default());
@@ -129,6 +130,7 @@ struct Options {
     chunked: bool,
     delay: Duration,
     lora_delay: Duration,
+    render_cpu: Duration,
     sglang: bool,
 }
 
@@ -177,10 +179,16 @@ impl SimEngine {
         // while this one awaits its writes.
         let mut body = std::mem::take(&mut *self.body.borrow_mut());
         body.clear();
+        let rendering = std::time::Instant::now();
         match (&self.payload, &self.file) {
             (Some(payload), _) => payload.borrow_mut().render(&mut body),
             (None, Some(file)) => body.extend_from_slice(file),
             (None, None) => {}
+        }
+        // A real engine renders with prometheus_client, in Python, holding
+        // its thread: modelled as CPU burnt on this worker.
+        while rendering.elapsed() < self.options.render_cpu {
+            std::hint::spin_loop();
         }
         let mut gzip = self.gzip.borrow_mut().take().unwrap_or_default();
         let result = self.send(req, res, &body, &mut gzip).await;

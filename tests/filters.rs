@@ -10,7 +10,7 @@ use crate::util::*;
 
 /// The built filters: `MATRIXINFER_FILTERS_DIR`, or built here once from
 /// `wasm-filters/` (the test command adds the wasm32 target first).
-fn filter(name: &str) -> String {
+pub fn filter(name: &str) -> String {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         if let Ok(dir) = std::env::var("MATRIXINFER_FILTERS_DIR") {

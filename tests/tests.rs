@@ -10,6 +10,8 @@ mod hub;
 // A TCP proxy that counts, throttles and cuts.
 mod proxy;
 
+// The scrape-overhead harness, end to end on a tiny configuration.
+mod bench;
 // Command line: flags, exit codes and messages.
 mod cli;
 // Model downloads from S3, HuggingFace and PVCs, by API and command line.

@@ -1,0 +1,405 @@
+//! The scrape-overhead harness (`matrixinfer-runtime bench`): what the
+//! sidecar adds to a scrape, measured the way a platform team would.
+//!
+//! One run, one machine: it starts the simulated engine (or uses the
+//! engine at `--engine-url`), measures scraping it directly, then through
+//! the sidecar started with each I/O driver (and with a WASM filter, and
+//! any other sidecar at `--target-url`). Per path:
+//!
+//! 1. idle RSS, after a few scrapes;
+//! 2. latency at a fixed rate, open loop ([`load::open_loop`]), with the
+//!    sidecar's CPU time per scrape and its RSS over the phase;
+//! 3. throughput, closed loop at the same concurrency;
+//!
+//! and prints a table ([`report`]), optionally JSON too. Sidecars are
+//! separate processes, so their CPU and memory are theirs alone; the load
+//! generator shares the machine with them, as Prometheus would not, which
+//! makes the figures conservative.
+
+pub mod load;
+pub mod procstat;
+pub mod report;
+
+use std::error::Error;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use crate::config::BenchArgs;
+use crate::download::http::{HttpClient, Url};
+use crate::runtime::DriverChoice;
+use load::Target;
+use report::{PathReport, Report};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Runs the harness and prints its table.
+pub fn run(args: BenchArgs) -> Result<(), BoxError> {
+    let report = measure_all(&args)?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        if path.as_os_str() == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// Measures every path.
+pub fn measure_all(args: &BenchArgs) -> Result<Report, BoxError> {
+    let engine_kind = match (&args.engine, args.flavor.starts_with("sglang")) {
+        (Some(engine), _) => engine.clone(),
+        (None, true) => "sglang".into(),
+        (None, false) => "vllm".into(),
+    };
+    let mut simulated = None;
+    let engine_url = match &args.engine_url {
+        Some(url) => Url::parse(url)?,
+        None => {
+            let size = args.size.to_string();
+            let cpu = args.engine_cpu_us.to_string();
+            let engine = Process::start(&[
+                "simulate",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--flavor",
+                &args.flavor,
+                "--size",
+                &size,
+                "--render-cpu-us",
+                &cpu,
+                "--workers",
+                "1",
+            ])?;
+            let url = Url::parse(&format!("http://{}/metrics", engine.addr))?;
+            simulated = Some(engine);
+            url
+        }
+    };
+    let mut report = Report::new(args, &engine_kind, simulated.as_ref().map(|e| e.pid()));
+
+    let direct = Target {
+        url: engine_url.clone(),
+        gzip: args.gzip,
+    };
+    let baseline = measure(
+        args,
+        "direct",
+        None,
+        &direct,
+        simulated.as_ref().map(|e| e.pid()),
+        false,
+    )?;
+    report.paths.push(baseline);
+
+    let base_url = format!(
+        "http://{}:{}",
+        engine_url.origin.host, engine_url.origin.port
+    );
+    let metrics_path = engine_url.target.clone();
+    for &driver in &args.drivers {
+        let mut variants = vec![("sidecar", Vec::new())];
+        if let Some(filter) = &args.filter {
+            let mut flags = vec!["--filter".to_owned(), filter.display().to_string()];
+            if let Some(config) = &args.filter_config {
+                flags.extend(["--filter-config".to_owned(), config.clone()]);
+            }
+            variants.push(("sidecar+filter", flags));
+        }
+        for (name, extra) in variants {
+            let sidecar =
+                start_sidecar(args, &engine_kind, &base_url, &metrics_path, driver, &extra)?;
+            let target = Target {
+                url: Url::parse(&format!("http://{}/metrics", sidecar.addr))?,
+                gzip: args.gzip,
+            };
+            if let Some(body) = &args.during_download {
+                start_download(sidecar.addr, body, report.paths.len())?;
+            }
+            let mut path = measure(args, name, Some(driver), &target, Some(sidecar.pid()), true)?;
+            if args.during_download.is_some() {
+                path.download = Some(download_state(sidecar.addr));
+            }
+            report.paths.push(path);
+        }
+    }
+    if let Some(url) = &args.target_url {
+        let target = Target {
+            url: Url::parse(url)?,
+            gzip: args.gzip,
+        };
+        report.paths.push(measure(
+            args,
+            "target",
+            None,
+            &target,
+            args.target_pid,
+            true,
+        )?);
+    }
+    report.compare();
+    Ok(report)
+}
+
+/// Measures one path; `pid` is the process whose CPU and memory count.
+fn measure(
+    args: &BenchArgs,
+    name: &str,
+    driver: Option<DriverChoice>,
+    target: &Target,
+    pid: Option<u32>,
+    is_sidecar: bool,
+) -> Result<PathReport, BoxError> {
+    eprintln!(
+        "bench: {name}{} at {}",
+        driver
+            .map(|d| format!(" ({})", d.as_str()))
+            .unwrap_or_default(),
+        target.url.display_without_query()
+    );
+    // A few scrapes, then idle.
+    let mut client = load::Client::new(target);
+    for _ in 0..10 {
+        client
+            .get()
+            .map_err(|e| format!("{}: {e}", target.url.display_without_query()))?;
+    }
+    drop(client);
+    thread::sleep(Duration::from_millis(300));
+    let idle = pid.and_then(|pid| procstat::memory(pid).ok());
+
+    load::open_loop(target, args.rate, args.connections.into(), args.warmup);
+
+    let sampler = pid.map(RssSampler::start);
+    let cpu_before = pid.and_then(|pid| procstat::cpu_nanos(pid).ok());
+    let latency = load::open_loop(target, args.rate, args.connections.into(), args.duration);
+    let cpu_after = pid.and_then(|pid| procstat::cpu_nanos(pid).ok());
+    let steady = sampler.map(RssSampler::median);
+
+    let throughput = if args.throughput_duration.is_zero() {
+        None
+    } else {
+        Some(load::closed_loop(
+            target,
+            args.connections.into(),
+            args.throughput_duration,
+        ))
+    };
+    let peak = pid
+        .and_then(|pid| procstat::memory(pid).ok())
+        .map(|m| m.peak);
+
+    let cpu_per_scrape = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if !latency.latencies.is_empty() => {
+            Some((after - before) as f64 / latency.latencies.len() as f64 / 1e3)
+        }
+        _ => None,
+    };
+    Ok(PathReport::new(
+        name,
+        driver,
+        is_sidecar,
+        &latency,
+        throughput.as_ref(),
+        cpu_per_scrape,
+        [
+            idle.map(|m| m.rss),
+            idle.map(|m| m.anon),
+            steady.flatten(),
+            peak,
+        ],
+    ))
+}
+
+/// Samples a process's RSS every 100 ms until asked for the median.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: thread::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(m) = procstat::memory(pid) {
+                    samples.push(m.rss);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    fn median(self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.thread.join().ok()?;
+        (!samples.is_empty()).then(|| load::quantile(&samples, 0.5))
+    }
+}
+
+fn start_sidecar(
+    args: &BenchArgs,
+    engine: &str,
+    base_url: &str,
+    metrics_path: &str,
+    driver: DriverChoice,
+    extra: &[String],
+) -> Result<Process, BoxError> {
+    let mut flags: Vec<String> = [
+        "-E",
+        engine,
+        "-I",
+        "bench-pod.bench",
+        "-N",
+        "bench-model",
+        "-H",
+        "127.0.0.1",
+        "-P",
+        "0",
+        "-B",
+        base_url,
+        "-M",
+        metrics_path,
+        "--io-driver",
+        driver.as_str(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if let Some(workers) = args.workers {
+        flags.extend(["--workers".to_owned(), workers.to_string()]);
+    }
+    flags.extend(extra.iter().cloned());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Process::start(&flags)
+}
+
+/// Starts the download `body` (forced asynchronous) into a directory of
+/// its own for this path, so that no path finds the files already there.
+fn start_download(addr: SocketAddr, body: &str, run: usize) -> Result<(), BoxError> {
+    let mut body: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("--during-download: {e}"))?;
+    let dir = body["output_dir"]
+        .as_str()
+        .ok_or("--during-download needs an output_dir")?
+        .to_owned();
+    let dir = PathBuf::from(dir).join(format!("bench-run-{run}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    body["output_dir"] = dir.display().to_string().into();
+    body["async_download"] = true.into();
+    let url = Url::parse(&format!("http://{addr}/v1/download_model"))?;
+    let client = HttpClient::new(Duration::from_secs(30));
+    let headers = [("content-type".to_owned(), "application/json".to_owned())];
+    let mut response = client.send("POST", &url, &headers, body.to_string().as_bytes())?;
+    let status = response.status;
+    let text = response.text(64 * 1024)?;
+    if status != 202 {
+        return Err(format!("--during-download: the sidecar answered {status}: {text}").into());
+    }
+    Ok(())
+}
+
+/// The downloads' states once the path was measured.
+fn download_state(addr: SocketAddr) -> String {
+    let fetch = || -> Result<String, BoxError> {
+        let url = Url::parse(&format!("http://{addr}/v1/downloads"))?;
+        let client = HttpClient::new(Duration::from_secs(10));
+        let text = client.request("GET", &url, &[])?.text(1 << 20)?;
+        let jobs: serde_json::Value = serde_json::from_str(&text)?;
+        let states: Vec<String> = jobs["downloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|job| {
+                format!(
+                    "{} {}/{} bytes",
+                    job["state"].as_str().unwrap_or("?"),
+                    job["bytes_done"],
+                    job["bytes_total"]
+                )
+            })
+            .collect();
+        Ok(states.join(", "))
+    };
+    fetch().unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// A child process of this binary, killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    /// Starts the binary with `args` and waits for "listening on http://…".
+    fn start(args: &[&str]) -> Result<Process, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("MATRIXINFER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
+        thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let addr = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                // Kept for a failure message; the rest is drained.
+                let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+                if lines.len() < 50 {
+                    lines.push(line);
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = log.lock().unwrap_or_else(|e| e.into_inner()).join("\n");
+                return Err(format!("{args:?} did not start:\n{log}").into());
+            }
+        };
+        let addr: SocketAddr = addr.parse()?;
+        Ok(Process { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,149 @@
+//! The scrape-overhead harness runs end to end on a tiny configuration
+//! and reports a well-formed table and JSON. Its figures are not checked:
+//! performance is measured by running it, not by timed tests.
+
+use std::process::Command;
+
+use crate::util::*;
+
+#[test]
+fn the_harness_runs_and_reports() {
+    let dir = temp_dir("bench");
+    let json = dir.join("report.json");
+    let output = Command::new(BIN)
+        .args([
+            "bench",
+            "--size",
+            "50k",
+            "--rate",
+            "40",
+            "--connections",
+            "2",
+        ])
+        .args([
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--throughput-duration",
+            "0.3",
+        ])
+        .args(["--drivers", "epoll", "--workers", "1"])
+        .arg("--filter")
+        .arg(crate::filters::filter("passthrough"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("path "))
+        .unwrap_or_else(|| panic!("no header:\n{table}"));
+    let rows: Vec<Vec<&str>> = lines[header + 1..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let names: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        names,
+        [
+            ("direct", "-"),
+            ("sidecar", "epoll"),
+            ("sidecar+filter", "epoll")
+        ],
+        "{table}"
+    );
+    for row in &rows {
+        assert_eq!(row.len(), 12, "{table}");
+        for value in &row[2..5] {
+            let ms: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("{value}:\n{table}"));
+            assert!(ms > 0.0, "{table}");
+        }
+        assert_eq!(row.last(), Some(&"0"), "errors:\n{table}");
+    }
+    assert!(
+        table.contains("targets (DESIGN.md section 8), sidecar epoll:"),
+        "{table}"
+    );
+    assert!(table.contains("added latency p99 <= 0.5 ms"), "{table}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["settings"]["payload_bytes"], 50 * 1024);
+    let paths = report["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 3);
+    for path in &paths[1..] {
+        assert!(path["p99_ms"].as_f64().unwrap() > 0.0);
+        assert!(path["throughput_rps"].as_f64().unwrap() > 0.0);
+        assert!(path["throughput_ratio"].as_f64().unwrap() > 0.0);
+        assert!(path["added_p50_ms"].is_number());
+        let rss = path["rss_peak_mib"].as_f64().unwrap();
+        assert!(rss > 1.0 && rss < 1024.0, "{rss}");
+        let anon = path["rss_anon_idle_mib"].as_f64().unwrap();
+        assert!(anon > 0.0 && anon <= path["rss_idle_mib"].as_f64().unwrap());
+        // CPU time comes in clock ticks: a tiny run may see none.
+        assert!(path["cpu_us_per_scrape"].as_f64().unwrap() >= 0.0);
+    }
+    assert!(paths[0]["added_p50_ms"].is_null());
+}
+
+/// How another sidecar is compared: the harness scrapes an engine it did
+/// not start, and the other sidecar in front of it, with that sidecar's
+/// process figures. (Another instance of this one stands in for it.)
+#[test]
+fn the_harness_compares_another_sidecar() {
+    let engine = Engine::flavor("vllm-v1").size("50k").start();
+    let other = Sidecar::new("vllm", engine.addr).workers(1).start();
+    let output = Command::new(BIN)
+        .args(["bench", "--engine-url", &engine.url("/metrics")])
+        .args(["--target-url", &other.url("/metrics")])
+        .args(["--target-pid", &other.child.id().to_string()])
+        .args(["--rate", "40", "--connections", "2"])
+        .args([
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--throughput-duration",
+            "0.3",
+        ])
+        .args(["--drivers", "epoll", "--workers", "1", "--json", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("targets (DESIGN.md section 8), target:"),
+        "{text}"
+    );
+    let json = &text[text
+        .find("\n{")
+        .unwrap_or_else(|| panic!("no JSON:\n{text}"))..];
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    let paths = report["paths"].as_array().unwrap();
+    let names: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(names, ["direct", "sidecar", "target"]);
+    let target = &paths[2];
+    assert!(target["driver"].is_null());
+    assert_eq!(target["errors"], 0);
+    assert!(target["requests"].as_u64().unwrap() > 0);
+    assert!(target["added_p50_ms"].is_number());
+    assert!(target["rss_peak_mib"].as_f64().unwrap() > 1.0);
+    // The engine is not the harness's child: no process figures for it.
+    assert!(paths[0]["rss_peak_mib"].is_null());
+}
