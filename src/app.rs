@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 
+use crate::access::{Access, Denied};
 use crate::download::{self, jobs::Jobs};
 use crate::errors;
 use crate::filter::FilterChain;
@@ -40,6 +41,8 @@ pub struct App {
     pub lora: Arc<Lora>,
     /// This worker's filter instances.
     pub filters: RefCell<FilterChain>,
+    /// The API token and the directories writes are confined to.
+    pub access: Arc<Access>,
     table: &'static [StandardName],
     scratch: RefCell<Vec<Scratch>>,
 }
@@ -67,6 +70,7 @@ impl App {
         engine: EngineClient,
         lora: Arc<Lora>,
         filters: FilterChain,
+        access: Arc<Access>,
         table: &'static [StandardName],
     ) -> App {
         App {
@@ -76,6 +80,7 @@ impl App {
             jobs: lora.jobs().clone(),
             lora,
             filters: RefCell::new(filters),
+            access,
             table,
             scratch: RefCell::new(Vec::new()),
         }
@@ -138,7 +143,10 @@ impl Service for App {
             ("/ready", &Method::GET) => self.ready(res).await,
             ("/metrics", &Method::GET) => pipeline::serve_metrics(self, &req, res).await,
             ("/v1/download_model", &Method::POST) => {
-                download::api::download_model(&self.jobs, &req, res).await
+                if let Err(denied) = self.access.authorize(&req) {
+                    return refuse(res, denied).await;
+                }
+                download::api::download_model(&self.jobs, &self.access, &req, res).await
             }
             ("/v1/downloads", &Method::GET) => download::api::list(&self.jobs, res).await,
             (path, &Method::GET) if path.starts_with("/v1/downloads/") => {
@@ -148,9 +156,15 @@ impl Service for App {
                 res.method_not_allowed("GET").await
             }
             ("/v1/load_lora_adapter", &Method::POST) => {
-                lora::handle_load(&self.lora, &req, res).await
+                if let Err(denied) = self.access.authorize(&req) {
+                    return refuse(res, denied).await;
+                }
+                lora::handle_load(&self.lora, &self.access, &req, res).await
             }
             ("/v1/unload_lora_adapter", &Method::POST) => {
+                if let Err(denied) = self.access.authorize(&req) {
+                    return refuse(res, denied).await;
+                }
                 lora::handle_unload(&self.lora, &req, res).await
             }
             ("/v1/download_model" | "/v1/load_lora_adapter" | "/v1/unload_lora_adapter", _) => {
@@ -160,4 +174,14 @@ impl Service for App {
             _ => res.error(StatusCode::NOT_FOUND, "Not Found").await,
         }
     }
+}
+
+/// Answers a refused request: 401 asks for the token, per RFC 6750.
+async fn refuse(res: &mut Responder<'_>, denied: Denied) -> io::Result<()> {
+    let body = serde_json::json!({ "detail": denied.detail }).to_string();
+    let mut headers = vec![("content-type", "application/json")];
+    if denied.status == StatusCode::UNAUTHORIZED {
+        headers.push(("www-authenticate", "Bearer"));
+    }
+    res.send(denied.status, &headers, body.as_bytes()).await
 }

@@ -9,13 +9,15 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::{Access, Secret};
 use crate::engine::{Engine, UnsupportedEngine};
 use crate::filter::{FilterLimits, FilterSpec};
-use crate::http::{Limits, ServerConfig};
+use crate::http::{ConnectionLimit, DEFAULT_MAX_CONNECTIONS, Limits, ServerConfig};
 use crate::kv_events::{Index, KvEventsConfig, RedisTarget};
 use crate::runtime::DriverChoice;
 use crate::upstream::{EndpointError, EngineEndpoint};
@@ -123,6 +125,22 @@ pub struct ServeArgs {
     /// Redis database number.
     #[arg(long, env = "REDIS_DB", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub redis_db: i64,
+    /// Bearer token the mutating endpoints (downloads, LoRA load and unload) require; prefer the environment variable, which `ps` does not show [default: none, the API is open].
+    #[arg(
+        long,
+        env = "MATRIXINFER_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<Secret>,
+    /// A directory downloads and LoRA adapters may be written under; repeat for several ($MATRIXINFER_ALLOWED_ROOTS: separated by ':') [default: anywhere].
+    #[arg(
+        long = "allowed-root",
+        env = "MATRIXINFER_ALLOWED_ROOTS",
+        value_delimiter = ':',
+        value_name = "DIR"
+    )]
+    pub allowed_roots: Vec<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs, reason = "documented on the type")]
     pub server: ServerArgs,
@@ -157,6 +175,9 @@ pub struct ServerArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, env = "MATRIXINFER_SHUTDOWN_GRACE", default_value = "20", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
+    /// Client connections kept open at once, across workers; more are answered 503 and closed.
+    #[arg(long, env = "MATRIXINFER_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
+    pub max_connections: usize,
 }
 
 impl ServerArgs {
@@ -171,6 +192,7 @@ impl ServerArgs {
             read_timeout: self.read_timeout,
             write_timeout: self.read_timeout.max(Duration::from_secs(30)),
             shutdown_grace: self.shutdown_grace,
+            connections: Arc::new(ConnectionLimit::new(self.max_connections)),
         }
     }
 
@@ -178,6 +200,15 @@ impl ServerArgs {
     pub fn worker_count(&self) -> usize {
         self.workers
             .map_or_else(crate::runtime::available_cores, usize::from)
+    }
+}
+
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of connections, at least 1: {text:?}"
+        )),
     }
 }
 
@@ -366,6 +397,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The KV event bridge, unless switched off.
     pub kv_events: Option<KvEventsConfig>,
+    /// The API token and the directories writes are confined to.
+    pub access: Access,
 }
 
 /// A configuration the runtime cannot start with.
@@ -428,6 +461,12 @@ impl Config {
         let model = required(args.model.clone(), "--model")?;
         let kv_events =
             kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok());
+        let access = Access::new(args.api_token.clone(), &args.allowed_roots).map_err(|e| {
+            ConfigError::Invalid {
+                option: "--allowed-root",
+                reason: e.to_string(),
+            }
+        })?;
         Ok(Config {
             engine,
             listen,
@@ -443,6 +482,7 @@ impl Config {
             io_driver: args.server.io_driver,
             server: args.server.server_config(),
             kv_events,
+            access,
         })
     }
 }

@@ -45,6 +45,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         max_header_bytes: 16 * 1024,
         max_body_bytes: 1024 * 1024,
         shutdown_grace: std::time::Duration::from_secs(5),
+        max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
     };
     let config = Config {
         engine: kind,
@@ -75,6 +76,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         server: server.server_config(),
         // The simulated engine publishes no KV events.
         kv_events: None,
+        access: Default::default(),
     };
     let sidecar = sidecar::start(config, shutdown)?;
     tracing::info!(

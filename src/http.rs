@@ -14,4 +14,4 @@ pub mod server;
 
 pub use request::{Limits, Request};
 pub use response::{BodyStream, Responder, StreamBuffers};
-pub use server::{ServerConfig, Service};
+pub use server::{ConnectionLimit, DEFAULT_MAX_CONNECTIONS, ServerConfig, Service};

@@ -33,7 +33,8 @@
 //! - [`config`]: flags and environment; [`engine`]: what differs per engine;
 //! - [`runtime`]: thread-per-core workers on monoio, io_uring or epoll;
 //! - [`http`]: the HTTP/1.1 server and the codecs the client shares;
-//! - [`app`]: the routes; [`sidecar`]: the process, start to drain;
+//! - [`app`]: the routes; [`access`]: the API token and where writes may
+//!   go; [`sidecar`]: the process, start to drain;
 //! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
 //! - [`lora`]: LoRA adapters downloaded, loaded into the engine, unloaded;
 //! - [`kv_events`]: the engine's KV-cache events kept as an index in Redis;
@@ -41,6 +42,7 @@
 //! - [`bench`]: the scrape-overhead harness (`matrixinfer-runtime bench`).
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod app;
 pub mod bench;
 pub mod config;

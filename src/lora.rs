@@ -488,6 +488,7 @@ pub fn spawn_unload(
 /// `POST /v1/load_lora_adapter`.
 pub async fn handle_load(
     lora: &Arc<Lora>,
+    access: &crate::access::Access,
     req: &crate::http::Request,
     res: &mut crate::http::Responder<'_>,
 ) -> std::io::Result<()> {
@@ -499,6 +500,10 @@ pub async fn handle_load(
                 return res.error(StatusCode::BAD_REQUEST, &e.to_string()).await;
             }
         };
+    if let Err(denied) = access.confine(&request.download.output_dir) {
+        lora.count_bad_request(false);
+        return res.error(denied.status, &denied.detail).await;
+    }
     let started = json!({
         "status": "started",
         "message": "LoRA adapter download and load started in background",

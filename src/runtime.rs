@@ -230,3 +230,28 @@ where
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime
+/// does), so that `connections` clients plus downloads fit; warns when
+/// even the hard limit is too low for them.
+pub fn raise_open_files_limit(connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::debug!(error = %e, "cannot raise the open-files limit");
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current;
+    // Downloads, the engine pool, Redis and the listeners need some too.
+    let wanted = connections as u64 + 1024;
+    if let Some(soft) = soft.filter(|&soft| soft < wanted) {
+        tracing::warn!(
+            open_files = soft,
+            max_connections = connections,
+            "the open-files limit is below --max-connections plus headroom; \
+             connections past it fail to be accepted instead of getting a 503"
+        );
+    }
+}

@@ -40,6 +40,7 @@ impl Running {
 /// Binds, starts the workers and returns; the workers stop when
 /// `shutdown` is triggered.
 pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
+    runtime::raise_open_files_limit(config.server.connections.max());
     let listeners = runtime::bind(config.listen, config.workers).map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
@@ -69,8 +70,12 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("engine URL: {e}")))?
     .with_retry_window(config.engine_retry_window);
     let lora = Arc::new(lora);
-    let mut sections: Vec<Arc<dyn MetricsSection>> =
-        vec![jobs.clone(), lora.clone(), filters.clone()];
+    let mut sections: Vec<Arc<dyn MetricsSection>> = vec![
+        config.server.connections.clone(),
+        jobs.clone(),
+        lora.clone(),
+        filters.clone(),
+    ];
     let kv_events = match config.kv_events.clone() {
         Some(kv) => {
             let bridge = KvEvents::start(kv, shutdown.clone())?;
@@ -87,6 +92,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
     let endpoint = config.endpoint.clone();
     let metrics_path = config.metrics_path.clone();
     let table = config.engine.metric_table();
+    let access = Arc::new(config.access);
     let timeout = config.request_timeout;
     let worker_stats = stats.clone();
     let workers = runtime::start("worker", config.io_driver, listeners, move |start| {
@@ -97,6 +103,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
             engine,
             lora.clone(),
             FilterChain::new(&filters),
+            access.clone(),
             table,
         ));
         server::serve(

@@ -26,5 +26,7 @@ mod kv_events;
 mod lora;
 // Every standardization rule, on every engine version's payloads.
 mod metrics;
+// The API token, allowed directories, the connection cap.
+mod security;
 // The HTTP/1.1 server: keep-alive, pipelining, limits, timeouts, drivers, SIGTERM.
 mod server;

@@ -9,12 +9,14 @@ use serde_json::json;
 
 use super::jobs::{Jobs, Kind};
 use super::request::{DownloadRequest, ProcessEnvironment};
+use crate::access::Access;
 use crate::errors;
 use crate::http::{Request, Responder};
 
 /// `POST /v1/download_model`.
 pub async fn download_model(
     jobs: &Arc<Jobs>,
+    access: &Access,
     req: &Request,
     res: &mut Responder<'_>,
 ) -> io::Result<()> {
@@ -22,6 +24,9 @@ pub async fn download_model(
         Ok(request) => request,
         Err(e) => return res.error(StatusCode::BAD_REQUEST, &e.to_string()).await,
     };
+    if let Err(denied) = access.confine(&request.output_dir) {
+        return res.error(denied.status, &denied.detail).await;
+    }
     let source = request.source_text.clone();
     let output_dir = request.output_dir.display().to_string();
     let async_download = request.async_download;

@@ -6,12 +6,16 @@
 //! order), reads bodies, and hands each request to the [`Service`].
 //! Timeouts: a keep-alive connection may sit idle for `idle_timeout`; once
 //! a request has started, all of it must arrive within `read_timeout`.
+//! Connections beyond [`ConnectionLimit`] (process-wide, across workers)
+//! get a 503 and are closed, so a flood of idle or slow clients cannot
+//! exhaust file descriptors or memory.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -23,7 +27,9 @@ use monoio::time::Instant;
 use super::chunked::ChunkedDecoder;
 use super::request::{BodyFraming, Limits, Request, RequestError, parse_head};
 use super::response::{Responder, write_all};
+use crate::prom::expo;
 use crate::shutdown::Shutdown;
+use crate::stats::MetricsSection;
 
 /// Something that answers requests.
 pub trait Service {
@@ -45,6 +51,8 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// How long in-flight requests get to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Open connections of the process, and how many it accepts.
+    pub connections: Arc<ConnectionLimit>,
 }
 
 impl Default for ServerConfig {
@@ -55,7 +63,77 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            connections: Arc::new(ConnectionLimit::new(DEFAULT_MAX_CONNECTIONS)),
         }
+    }
+}
+
+/// Connections a process keeps open by default: thousands of idle
+/// keep-alive clients fit, well below the usual descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+
+/// The process-wide cap on open connections, shared by every worker.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: AtomicUsize,
+    refused: AtomicU64,
+}
+
+impl ConnectionLimit {
+    /// A cap of `max` open connections.
+    pub fn new(max: usize) -> ConnectionLimit {
+        ConnectionLimit {
+            max,
+            open: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Takes a slot, or `None` (counted) when all are taken.
+    fn acquire(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |open| {
+                (open < self.max).then_some(open + 1)
+            });
+        match taken {
+            Ok(_) => Some(ConnectionSlot(self.clone())),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// An open connection's place under the cap, given back when dropped.
+struct ConnectionSlot(Arc<ConnectionLimit>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl MetricsSection for ConnectionLimit {
+    fn render(&self, out: &mut Vec<u8>) {
+        let name = "matrixinfer_runtime_connections_open";
+        expo::header(out, name, "gauge", "Client connections open now.");
+        expo::sample(out, name, &[], self.open.load(Ordering::Relaxed) as u64);
+        let name = "matrixinfer_runtime_connections_refused_total";
+        expo::header(
+            out,
+            name,
+            "counter",
+            "Client connections refused with 503 because the connection cap was reached.",
+        );
+        expo::sample(out, name, &[], self.refused.load(Ordering::Relaxed));
     }
 }
 
@@ -76,12 +154,16 @@ pub async fn serve<S: Service + 'static>(
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
+                let guard = OpenConnection::new(&open);
+                let Some(slot) = config.connections.acquire() else {
+                    monoio::spawn(refuse_connection(stream, config.max_connections_detail()));
+                    continue;
+                };
                 let service = service.clone();
                 let config = config.clone();
                 let shutdown = shutdown.clone();
-                let guard = OpenConnection::new(&open);
                 monoio::spawn(async move {
-                    let _guard = guard;
+                    let _guard = (guard, slot);
                     serve_connection(stream, &*service, &config, &shutdown).await;
                 });
             }
@@ -103,6 +185,31 @@ pub async fn serve<S: Service + 'static>(
             open = open.get(),
             "shutdown grace period over; closing connections"
         );
+    }
+}
+
+impl ServerConfig {
+    fn max_connections_detail(&self) -> String {
+        format!(
+            "Too many connections: this runtime keeps at most {} open; retry later",
+            self.connections.max
+        )
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it, without
+/// waiting for its request: a client that never sends one must not hold
+/// the slot the refusal was meant to protect.
+async fn refuse_connection(mut stream: TcpStream, detail: String) {
+    let body = serde_json::json!({ "detail": detail }).to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (result, _) = write_all(&mut stream, response.into_bytes(), Duration::from_secs(2)).await;
+    if result.is_ok() {
+        linger(&mut stream).await;
     }
 }
 
