@@ -134,12 +134,7 @@ pub struct ServeArgs {
     )]
     pub api_token: Option<Secret>,
     /// A directory downloads and LoRA adapters may be written under; repeat for several ($MATRIXINFER_ALLOWED_ROOTS: separated by ':') [default: anywhere].
-    #[arg(
-        long = "allowed-root",
-        env = "MATRIXINFER_ALLOWED_ROOTS",
-        value_delimiter = ':',
-        value_name = "DIR"
-    )]
+    #[arg(long = "allowed-root", value_name = "DIR")]
     pub allowed_roots: Vec<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs, reason = "documented on the type")]
@@ -461,12 +456,15 @@ impl Config {
         let model = required(args.model.clone(), "--model")?;
         let kv_events =
             kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok());
-        let access = Access::new(args.api_token.clone(), &args.allowed_roots).map_err(|e| {
-            ConfigError::Invalid {
+        let roots = allowed_roots(
+            &args.allowed_roots,
+            std::env::var_os("MATRIXINFER_ALLOWED_ROOTS"),
+        );
+        let access =
+            Access::new(args.api_token.clone(), &roots).map_err(|e| ConfigError::Invalid {
                 option: "--allowed-root",
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Config {
             engine,
             listen,
@@ -485,6 +483,20 @@ impl Config {
             access,
         })
     }
+}
+
+/// The `--allowed-root` flags, else `MATRIXINFER_ALLOWED_ROOTS` split
+/// like `PATH` (empty: none, so an empty variable in a manifest means off).
+fn allowed_roots(flags: &[PathBuf], env: Option<std::ffi::OsString>) -> Vec<PathBuf> {
+    if !flags.is_empty() {
+        return flags.to_vec();
+    }
+    env.map(|value| {
+        std::env::split_paths(&value)
+            .filter(|root| !root.as_os_str().is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The bridge's settings: flags, then the variables the Python sidecar
@@ -633,6 +645,18 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_roots_from_flags_else_the_variable() {
+        let flags = [PathBuf::from("/models")];
+        assert_eq!(allowed_roots(&flags, Some("/a:/b".into())), flags);
+        assert_eq!(
+            allowed_roots(&[], Some("/a::/b:".into())),
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        assert!(allowed_roots(&[], Some("".into())).is_empty());
+        assert!(allowed_roots(&[], None).is_empty());
+    }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("matrixinfer-runtime").chain(args.iter().copied()))

@@ -154,11 +154,11 @@ pub async fn serve<S: Service + 'static>(
         match accepted {
             Ok((stream, _peer)) => {
                 let _ = stream.set_nodelay(true);
-                let guard = OpenConnection::new(&open);
                 let Some(slot) = config.connections.acquire() else {
-                    monoio::spawn(refuse_connection(stream, config.max_connections_detail()));
+                    monoio::spawn(refuse_connection(stream, config.connections.max));
                     continue;
                 };
+                let guard = OpenConnection::new(&open);
                 let service = service.clone();
                 let config = config.clone();
                 let shutdown = shutdown.clone();
@@ -188,19 +188,12 @@ pub async fn serve<S: Service + 'static>(
     }
 }
 
-impl ServerConfig {
-    fn max_connections_detail(&self) -> String {
-        format!(
-            "Too many connections: this runtime keeps at most {} open; retry later",
-            self.connections.max
-        )
-    }
-}
-
 /// Answers a connection over the cap with 503 and closes it, without
 /// waiting for its request: a client that never sends one must not hold
 /// the slot the refusal was meant to protect.
-async fn refuse_connection(mut stream: TcpStream, detail: String) {
+async fn refuse_connection(mut stream: TcpStream, max: usize) {
+    let detail =
+        format!("Too many connections: this runtime keeps at most {max} open; retry later");
     let body = serde_json::json!({ "detail": detail }).to_string();
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
