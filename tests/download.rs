@@ -12,19 +12,19 @@ use crate::proxy::{Faults, Proxy};
 use crate::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use crate::util::*;
 
-const MIB: usize = 1024 * 1024;
+pub const MIB: usize = 1024 * 1024;
 
 /// A sidecar to send download requests to (its engine does not matter).
-fn sidecar() -> Proc {
+pub fn sidecar() -> Proc {
     Sidecar::new("vllm", closed_port()).workers(1).start()
 }
 
-fn s3_config(endpoint: &str) -> String {
+pub fn s3_config(endpoint: &str) -> String {
     serde_json::json!({ "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "endpoint": endpoint })
         .to_string()
 }
 
-fn download_body(source: &str, output_dir: &Path, config: &str, extra: &str) -> String {
+pub fn download_body(source: &str, output_dir: &Path, config: &str, extra: &str) -> String {
     let mut body = serde_json::json!({
         "source": source,
         "output_dir": output_dir,
@@ -40,15 +40,15 @@ fn download_body(source: &str, output_dir: &Path, config: &str, extra: &str) -> 
     body.to_string()
 }
 
-struct Fixture {
-    server: S3Server,
-    large: Vec<u8>,
+pub struct Fixture {
+    pub server: S3Server,
+    pub large: Vec<u8>,
 }
 
 /// A bucket with nested prefixes, many small files (more than one listing
 /// page), a file over 64 MB, an empty file, and names with spaces and
 /// unicode.
-fn bucket(name: &str, small_files: usize) -> Fixture {
+pub fn bucket(name: &str, small_files: usize) -> Fixture {
     let server = S3Server::start(&temp_dir(name)).unwrap();
     let large = noise(70 * MIB + 12345, 1);
     server.put(
@@ -76,7 +76,7 @@ fn bucket(name: &str, small_files: usize) -> Fixture {
     Fixture { server, large }
 }
 
-fn assert_same_tree(bucket_dir: &Path, out: &Path) {
+pub fn assert_same_tree(bucket_dir: &Path, out: &Path) {
     let want = files_below(bucket_dir);
     let got: Vec<String> = files_below(out)
         .into_iter()
@@ -446,7 +446,7 @@ fn command_line_download_reports_failures() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-fn hub_repo(token: Option<&str>, corrupt: bool) -> HubRepo {
+pub fn hub_repo(token: Option<&str>, corrupt: bool) -> HubRepo {
     HubRepo {
         id: if token.is_some() {
             "acme/private-model".into()
@@ -484,7 +484,7 @@ fn hub_repo(token: Option<&str>, corrupt: bool) -> HubRepo {
     }
 }
 
-fn hub_files(repo: &HubRepo, out: &Path) {
+pub fn hub_files(repo: &HubRepo, out: &Path) {
     for file in &repo.files {
         assert_eq!(
             std::fs::read(out.join(&file.path)).unwrap(),

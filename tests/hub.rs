@@ -11,6 +11,10 @@
 //!
 //! Both servers honour `Range: bytes=a-b` with 206. The CDN records any
 //! `Authorization` header it receives: a token must never reach it.
+//!
+//! [`HubFaults`] make it misbehave as the real one sometimes does: 5xx
+//! answers, and CDN links whose signature expires (403 after `Expires`,
+//! as S3 and CloudFront presigned links do).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,8 +22,20 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha1::Digest as _;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HubFaults {
+    /// Every n-th request to the Hub or the CDN answers 500 or 503
+    /// (0: never; 1: always).
+    pub error_every: usize,
+    /// CDN links expire this long after the Hub hands them out.
+    pub link_lifetime: Option<Duration>,
+    /// The CDN sends at most this many bytes per second per request.
+    pub cdn_bytes_per_second: u64,
+}
 
 #[derive(Clone)]
 pub struct HubFile {
@@ -43,6 +59,10 @@ pub struct Hub {
     /// Whether the CDN ever saw an Authorization header.
     pub token_leaked: Arc<AtomicBool>,
     pub cdn_requests: Arc<AtomicUsize>,
+    /// 5xx answers given by fault injection.
+    pub errors: Arc<AtomicUsize>,
+    /// CDN requests refused because their link had expired.
+    pub expired: Arc<AtomicUsize>,
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -102,6 +122,17 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
 }
 
 fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    respond_at(stream, status, headers, body, 0);
+}
+
+/// The same, sending at most `bytes_per_second` of the body (0: at once).
+fn respond_at(
+    stream: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    bytes_per_second: u64,
+) {
     let mut head = format!(
         "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
@@ -111,7 +142,22 @@ fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], bod
     }
     head.push_str("\r\n");
     let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
+    if bytes_per_second == 0 {
+        let _ = stream.write_all(body);
+        return;
+    }
+    let started = Instant::now();
+    let mut sent = 0usize;
+    for chunk in body.chunks(64 * 1024) {
+        if stream.write_all(chunk).is_err() {
+            return;
+        }
+        sent += chunk.len();
+        let due = Duration::from_secs_f64(sent as f64 / bytes_per_second as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
 }
 
 fn error(stream: &mut TcpStream, status: &str, message: &str) {
@@ -126,6 +172,10 @@ fn error(stream: &mut TcpStream, status: &str, message: &str) {
 
 /// Serves `data` honouring a Range header.
 fn serve_bytes(stream: &mut TcpStream, request: &Request, data: &[u8]) {
+    serve_bytes_at(stream, request, data, 0);
+}
+
+fn serve_bytes_at(stream: &mut TcpStream, request: &Request, data: &[u8], bytes_per_second: u64) {
     match request
         .headers
         .get("range")
@@ -140,19 +190,48 @@ fn serve_bytes(stream: &mut TcpStream, request: &Request, data: &[u8]) {
                 b.parse::<usize>().unwrap().min(data.len() - 1)
             };
             let content_range = format!("bytes {start}-{end}/{}", data.len());
-            respond(
+            respond_at(
                 stream,
                 "206 Partial Content",
                 &[("content-range", content_range)],
                 &data[start..=end],
+                bytes_per_second,
             );
         }
-        None => respond(stream, "200 OK", &[], data),
+        None => respond_at(stream, "200 OK", &[], data, bytes_per_second),
     }
+}
+
+/// Answers a 5xx when `faults` say this request is one to fail.
+fn injected_error(stream: &mut TcpStream, faults: &HubFaults, requests: &AtomicUsize) -> bool {
+    let n = requests.fetch_add(1, SeqCst) + 1;
+    if faults.error_every == 0 || !n.is_multiple_of(faults.error_every) {
+        return false;
+    }
+    if n.is_multiple_of(2) {
+        error(stream, "503 Service Unavailable", "Service Unavailable");
+    } else {
+        error(stream, "500 Internal Server Error", "Internal Error");
+    }
+    true
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 impl Hub {
     pub fn start(repos: Vec<HubRepo>) -> Hub {
+        Hub::start_with(repos, HubFaults::default())
+    }
+
+    pub fn start_with(repos: Vec<HubRepo>, faults: HubFaults) -> Hub {
+        let errors = Arc::new(AtomicUsize::new(0));
+        let expired = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let token_leaked = Arc::new(AtomicBool::new(false));
         let cdn_requests = Arc::new(AtomicUsize::new(0));
         // Blobs the CDN serves, by SHA-256 of what the listing says.
@@ -171,10 +250,13 @@ impl Hub {
         {
             let (leaked, count, blobs) =
                 (token_leaked.clone(), cdn_requests.clone(), blobs.clone());
+            let (errors, expired, requests) = (errors.clone(), expired.clone(), requests.clone());
             thread::spawn(move || {
                 for stream in cdn_listener.incoming() {
                     let Ok(mut stream) = stream else { continue };
                     let (leaked, count, blobs) = (leaked.clone(), count.clone(), blobs.clone());
+                    let (errors, expired, requests) =
+                        (errors.clone(), expired.clone(), requests.clone());
                     thread::spawn(move || {
                         let Some(request) = read_request(&mut stream) else {
                             return;
@@ -183,10 +265,34 @@ impl Hub {
                         if request.headers.contains_key("authorization") {
                             leaked.store(true, SeqCst);
                         }
+                        if injected_error(&mut stream, &faults, &requests) {
+                            errors.fetch_add(1, SeqCst);
+                            return;
+                        }
+                        let expires = request
+                            .query
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix("Expires="))
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(0);
+                        if unix_now() > expires {
+                            expired.fetch_add(1, SeqCst);
+                            return respond(
+                                &mut stream,
+                                "403 Forbidden",
+                                &[("content-type", "application/xml".into())],
+                                b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                            );
+                        }
                         let sha = request.path.trim_start_matches("/blob/").to_owned();
                         let data = blobs.lock().unwrap().get(&sha).cloned();
                         match data {
-                            Some(data) => serve_bytes(&mut stream, &request, &data),
+                            Some(data) => serve_bytes_at(
+                                &mut stream,
+                                &request,
+                                &data,
+                                faults.cdn_bytes_per_second,
+                            ),
                             None => error(&mut stream, "404 Not Found", "no such blob"),
                         }
                     });
@@ -196,17 +302,32 @@ impl Hub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let repos = Arc::new(repos);
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let repos = repos.clone();
-                thread::spawn(move || hub_request(&mut stream, &repos, cdn));
-            }
-        });
+        {
+            let errors = errors.clone();
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let (repos, errors, requests) =
+                        (repos.clone(), errors.clone(), requests.clone());
+                    thread::spawn(move || {
+                        let Some(request) = read_request(&mut stream) else {
+                            return;
+                        };
+                        if injected_error(&mut stream, &faults, &requests) {
+                            errors.fetch_add(1, SeqCst);
+                        } else {
+                            hub_request(&mut stream, &request, &repos, cdn, &faults);
+                        }
+                    });
+                }
+            });
+        }
         Hub {
             addr,
             token_leaked,
             cdn_requests,
+            errors,
+            expired,
         }
     }
 
@@ -215,10 +336,13 @@ impl Hub {
     }
 }
 
-fn hub_request(stream: &mut TcpStream, repos: &[HubRepo], cdn: SocketAddr) {
-    let Some(request) = read_request(stream) else {
-        return;
-    };
+fn hub_request(
+    stream: &mut TcpStream,
+    request: &Request,
+    repos: &[HubRepo],
+    cdn: SocketAddr,
+    faults: &HubFaults,
+) {
     let find = |id: &str| repos.iter().find(|r| r.id == id);
     let authorized = |repo: &HubRepo| match &repo.token {
         None => true,
@@ -295,8 +419,11 @@ fn hub_request(stream: &mut TcpStream, repos: &[HubRepo], cdn: SocketAddr) {
             return error(stream, "404 Not Found", "Entry Not Found");
         };
         if file.lfs {
+            let expires = faults
+                .link_lifetime
+                .map_or(9_999_999_999, |lifetime| unix_now() + lifetime.as_secs());
             let location = format!(
-                "http://{cdn}/blob/{}?X-Amz-Signature=abc&Expires=9999999999",
+                "http://{cdn}/blob/{}?X-Amz-Signature=abc&Expires={expires}",
                 sha256_hex(&file.data)
             );
             return respond(
@@ -313,7 +440,7 @@ fn hub_request(stream: &mut TcpStream, repos: &[HubRepo], cdn: SocketAddr) {
         if file.corrupt {
             data[0] ^= 0xff;
         }
-        return serve_bytes(stream, &request, &data);
+        return serve_bytes(stream, request, &data);
     }
     error(stream, "404 Not Found", "Not Found")
 }

@@ -1,6 +1,6 @@
-//! A TCP proxy for fault injection between the runtime and a server:
+//! Fault injection between the runtime and a server: a TCP proxy that
 //! counts the bytes it relays, can throttle them, and can cut connections
-//! midway.
+//! midway; and HTTP-aware fronts for S3 stores that misbehave.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -152,14 +152,9 @@ impl OldS3 {
                 let Ok(mut client) = client else { continue };
                 let (r, s, n) = (r.clone(), s.clone(), requests.clone());
                 thread::spawn(move || {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match client.read(&mut byte) {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
-                        }
-                    }
+                    let Some(head) = read_head(&mut client) else {
+                        return;
+                    };
                     let text = String::from_utf8_lossy(&head).into_owned();
                     let first = text.lines().next().unwrap_or_default().to_owned();
                     let reply = |client: &mut TcpStream, status: &str, body: &str| {
@@ -212,4 +207,99 @@ impl OldS3 {
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// A message head, byte by byte so that nothing after it is consumed.
+fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
+/// A store that answers every other range request with fewer bytes than
+/// asked for: a well-formed `206` whose `Content-Range` and
+/// `Content-Length` cover only the first half of the range (HTTP allows
+/// it; some gateways do it). Requests pass through untouched, so the real
+/// server behind still checks their signatures.
+pub struct ShortRanges {
+    pub addr: SocketAddr,
+    pub shortened: Arc<AtomicUsize>,
+}
+
+impl ShortRanges {
+    pub fn start(upstream: SocketAddr) -> ShortRanges {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shortened = Arc::new(AtomicUsize::new(0));
+        let ranges = Arc::new(AtomicUsize::new(0));
+        let counter = shortened.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (counter, ranges) = (counter.clone(), ranges.clone());
+                thread::spawn(move || short_range(client, upstream, &ranges, &counter));
+            }
+        });
+        ShortRanges { addr, shortened }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn short_range(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    ranges: &AtomicUsize,
+    shortened: &AtomicUsize,
+) -> Option<()> {
+    let head = String::from_utf8(read_head(&mut client)?).ok()?;
+    // One request per connection: the body length below may be changed.
+    let head = head.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+    let mut server = TcpStream::connect(upstream).ok()?;
+    server.write_all(head.as_bytes()).ok()?;
+    let mut answer = String::from_utf8(read_head(&mut server)?).ok()?;
+    let header = |name: &str| {
+        answer.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let mut length: u64 = header("content-length")?.parse().ok()?;
+    if answer.starts_with("HTTP/1.1 206")
+        && ranges.fetch_add(1, SeqCst).is_multiple_of(2)
+        && length > 1
+    {
+        let range = header("content-range")?;
+        let (first, total) = range.strip_prefix("bytes ")?.split_once('/')?;
+        let (start, _) = first.split_once('-')?;
+        let start: u64 = start.parse().ok()?;
+        let short = length / 2;
+        answer = answer
+            .split("\r\n")
+            .map(|line| match line.split_once(':') {
+                Some((k, _)) if k.eq_ignore_ascii_case("content-length") => {
+                    format!("{k}: {short}")
+                }
+                Some((k, _)) if k.eq_ignore_ascii_case("content-range") => {
+                    format!("{k}: bytes {start}-{}/{total}", start + short - 1)
+                }
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        length = short;
+        shortened.fetch_add(1, SeqCst);
+    }
+    client.write_all(answer.as_bytes()).ok()?;
+    let mut body = server.take(length);
+    std::io::copy(&mut body, &mut client).ok()?;
+    Some(())
 }

@@ -1,5 +1,7 @@
 //! A real S3 server in the test process: s3s-fs serving a directory, with
-//! s3s verifying every request's SigV4 signature.
+//! s3s verifying every request's SigV4 signature. s3s-fs ignores
+//! `If-Match` on GET; AWS honours it, so by default a thin layer answers
+//! 412 when the object's current ETag differs, as AWS does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,8 +13,14 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
+use md5::Digest;
 use s3s::auth::SimpleAuth;
+use s3s::dto::{
+    ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
+    ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output,
+};
 use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use tokio::sync::oneshot;
 
 pub const ACCESS_KEY: &str = "AKIATESTRUNTIME";
@@ -29,7 +37,13 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start(root: &Path) -> io::Result<S3Server> {
-        S3Server::start_with(root, None)
+        S3Server::start_with(root, None, true)
+    }
+
+    /// A store that ignores `If-Match`, as s3s-fs and some S3-compatible
+    /// stores do.
+    pub fn start_unconditional(root: &Path) -> io::Result<S3Server> {
+        S3Server::start_with(root, None, false)
     }
 
     /// The same behind TLS with a fresh self-signed certificate for
@@ -51,17 +65,30 @@ impl S3Server {
         let server = S3Server::start_with(
             root,
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            true,
         )?;
         Ok((server, pem))
     }
 
-    fn start_with(root: &Path, tls: Option<tokio_rustls::TlsAcceptor>) -> io::Result<S3Server> {
+    fn start_with(
+        root: &Path,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        conditional: bool,
+    ) -> io::Result<S3Server> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| io::Error::other(format!("s3s-fs: {e:?}")))?;
-        let service: S3Service = {
+        let auth = SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY);
+        let service: S3Service = if conditional {
+            let mut builder = S3ServiceBuilder::new(Conditional {
+                fs,
+                root: root.to_path_buf(),
+            });
+            builder.set_auth(auth);
+            builder.build()
+        } else {
             let mut builder = S3ServiceBuilder::new(fs);
-            builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            builder.set_auth(auth);
             builder.build()
         };
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
@@ -104,6 +131,61 @@ impl Drop for S3Server {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// s3s-fs with conditional GET: the calls the runtime makes, passed
+/// through, and `If-Match` checked against the object's current MD5 (its
+/// ETag, as s3s-fs computes it) first.
+struct Conditional {
+    fs: s3s_fs::FileSystem,
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl S3 for Conditional {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        if let Some(ETagCondition::ETag(wanted)) = &req.input.if_match {
+            let path = self.root.join(&req.input.bucket).join(&req.input.key);
+            let data = tokio::fs::read(&path)
+                .await
+                .map_err(|_| s3_error!(NoSuchKey))?;
+            let current: String = md5::Md5::digest(&data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if wanted.value() != current {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+        }
+        self.fs.get_object(req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.fs.head_object(req).await
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.fs.list_objects(req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
     }
 }
 

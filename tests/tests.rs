@@ -7,7 +7,7 @@ mod util;
 mod s3;
 // A local HuggingFace Hub and CDN, from the Hub's documented API.
 mod hub;
-// A TCP proxy that counts, throttles and cuts.
+// A TCP proxy that counts, throttles and cuts; S3 fronts that misbehave.
 mod proxy;
 
 // The scrape-overhead harness, end to end on a tiny configuration.
@@ -16,6 +16,8 @@ mod bench;
 mod cli;
 // Model downloads from S3, HuggingFace and PVCs, by API and command line.
 mod download;
+// Sources and disks that fail during a download.
+mod download_faults;
 // Engines that fail: down, slow, 500, truncated, garbage, huge.
 mod faults;
 // WASM filters: the examples' effects, the hostile ones contained.

@@ -51,7 +51,20 @@ impl Proc {
     /// Starts the binary with `args` and `env`, and waits for its
     /// "listening on http://ADDR" log line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut command = Command::new(BIN);
+        Proc::start_via(&[], args, env)
+    }
+
+    /// The same, run through `launcher` (a command that ends by exec'ing
+    /// its last argument, the binary: `faketime`, `unshare`, …).
+    pub fn start_via(launcher: &[&str], args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut command = match launcher {
+            [] => Command::new(BIN),
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(BIN);
+                command
+            }
+        };
         command
             .args(args)
             .stdin(Stdio::null())
@@ -194,6 +207,7 @@ pub struct Sidecar {
     workers: u16,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    launcher: Vec<String>,
 }
 
 impl Sidecar {
@@ -204,6 +218,7 @@ impl Sidecar {
             workers: 2,
             args: Vec::new(),
             env: Vec::new(),
+            launcher: Vec::new(),
         }
     }
     pub fn workers(mut self, n: u16) -> Sidecar {
@@ -216,6 +231,11 @@ impl Sidecar {
     }
     pub fn env(mut self, key: &str, value: &str) -> Sidecar {
         self.env.push((key.into(), value.into()));
+        self
+    }
+    /// Runs the binary through `launcher`; see [`Proc::start_via`].
+    pub fn launcher(mut self, launcher: &[&str]) -> Sidecar {
+        self.launcher = launcher.iter().map(|s| (*s).to_owned()).collect();
         self
     }
     pub fn start(&self) -> Proc {
@@ -242,7 +262,8 @@ impl Sidecar {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Proc::start(&args, &env)
+        let launcher: Vec<&str> = self.launcher.iter().map(String::as_str).collect();
+        Proc::start_via(&launcher, &args, &env)
     }
 }
 

@@ -126,7 +126,10 @@ pub fn run(
             progress.bytes_done.fetch_add(file.size, Relaxed);
             continue;
         }
-        states.push(FileState::prepare(file, target, progress)?);
+        match FileState::prepare(file, target, progress) {
+            Ok(state) => states.push(state),
+            Err(e) => return Err(release_space_if_full(e, &states)),
+        }
     }
 
     let mut queue = VecDeque::new();
@@ -195,10 +198,23 @@ pub fn run(
         }
     });
     match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(e),
+        Some(e) => Err(release_space_if_full(e, &states)),
         None if cancel.load(Relaxed) => Err(DownloadError::Cancelled),
         None => Ok(()),
     }
+}
+
+/// A full disk is shared with the engine and everything else in the Pod:
+/// the unfinished files of this run give their space back rather than
+/// keep it for a resume that cannot happen until space is freed.
+fn release_space_if_full(error: DownloadError, states: &[FileState]) -> DownloadError {
+    if matches!(error, DownloadError::DiskFull { .. }) {
+        // Finished files were renamed away from their temporary names.
+        for state in states {
+            state.discard();
+        }
+    }
+    error
 }
 
 /// Downloads run beside scrapes: let the scheduler favour the workers.
@@ -275,8 +291,10 @@ impl FileState {
             .write(true)
             .open(&temp)
             .map_err(|e| DownloadError::local("cannot create", &temp, e))?;
-        preallocate(&handle, file.size)
-            .map_err(|e| DownloadError::local("cannot allocate", &temp, e))?;
+        if let Err(e) = preallocate(&handle, file.size) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(DownloadError::local("cannot allocate", &temp, e));
+        }
         let journal = if parts.len() > 1 {
             let mut journal = OpenOptions::new()
                 .create(true)

@@ -9,6 +9,7 @@
 //! Requests go over plain HTTP or rustls, as the endpoint says.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -54,7 +55,14 @@ pub struct Bucket {
     keys: Option<Keys>,
     retry: RetryPolicy,
     name: String,
+    /// The store's clock minus ours, in seconds, once a refusal showed
+    /// that they differ by more than the signature window allows.
+    clock_skew: AtomicI64,
 }
+
+/// A 403 whose `Date` is this far from our clock is taken for a
+/// signature refused for its time (S3 allows 15 minutes, some stores 5).
+const SKEW_SUSPECT: Duration = Duration::from_secs(4 * 60);
 
 impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +141,7 @@ impl Bucket {
             keys,
             retry: RetryPolicy::default(),
             name: format!("{scheme}://{bucket}"),
+            clock_skew: AtomicI64::new(0),
         })
     }
 
@@ -388,7 +397,11 @@ impl Bucket {
         format!("{}/{}", self.key_root, uri_encode(key, true))
     }
 
-    /// Signs (now: every retry gets a fresh signature) and sends.
+    /// Signs (now: every retry gets a fresh signature) and sends. A 403
+    /// that comes with a `Date` far from our clock is a signature refused
+    /// for its time (`RequestTimeTooSkewed`, "Request has expired"): as
+    /// the AWS SDKs do, the request is signed again with the store's time
+    /// and sent once more.
     fn send(
         &self,
         method: &str,
@@ -399,16 +412,48 @@ impl Bucket {
             origin: self.base.origin.clone(),
             target: path_and_query.to_owned(),
         };
-        let mut headers: Vec<(String, String)> = extra.to_vec();
-        if let Some(keys) = &self.keys {
-            let signed = self
-                .sign(keys, method, &url, extra)
-                .map_err(Failure::Fatal)?;
-            headers.extend(signed);
+        let mut corrected = false;
+        loop {
+            let mut headers: Vec<(String, String)> = extra.to_vec();
+            if let Some(keys) = &self.keys {
+                let signed = self
+                    .sign(keys, method, &url, extra)
+                    .map_err(Failure::Fatal)?;
+                headers.extend(signed);
+            }
+            let response = self
+                .client
+                .request(method, &url, &headers)
+                .map_err(|e| Failure::Transient(e.to_string()))?;
+            if response.status != 403 || self.keys.is_none() || corrected {
+                return Ok(response);
+            }
+            let Some(skew) = response
+                .header("date")
+                .and_then(|date| skew_from(date, SystemTime::now()))
+            else {
+                return Ok(response);
+            };
+            corrected = true;
+            if self.clock_skew.swap(skew, Relaxed) != skew {
+                tracing::warn!(
+                    store = %self.name,
+                    skew_seconds = skew,
+                    "this machine's clock differs from the store's; signing with the store's time (check NTP)"
+                );
+            }
         }
-        self.client
-            .request(method, &url, &headers)
-            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+
+    /// The moment to sign for: now, by the store's clock once it told us.
+    fn signing_time(&self) -> SystemTime {
+        let skew = self.clock_skew.load(Relaxed);
+        let by = Duration::from_secs(skew.unsigned_abs());
+        if skew >= 0 {
+            SystemTime::now() + by
+        } else {
+            SystemTime::now() - by
+        }
     }
 
     fn sign(
@@ -434,7 +479,7 @@ impl Bucket {
             .identity(&identity)
             .region(&self.region)
             .name("s3")
-            .time(SystemTime::now())
+            .time(self.signing_time())
             .settings(settings)
             .build()
             .map_err(|e| DownloadError::Source(format!("cannot sign: {e}")))?
@@ -522,6 +567,17 @@ impl Origin for Bucket {
             }
         }
     }
+}
+
+/// The store's clock minus ours, in whole seconds, when its `Date`
+/// header shows they differ by at least [`SKEW_SUSPECT`].
+fn skew_from(date: &str, now: SystemTime) -> Option<i64> {
+    let theirs = httpdate::parse_http_date(date).ok()?;
+    let skew = match theirs.duration_since(now) {
+        Ok(ahead) => i64::try_from(ahead.as_secs()).ok()?,
+        Err(behind) => -i64::try_from(behind.duration().as_secs()).ok()?,
+    };
+    (skew.unsigned_abs() >= SKEW_SUSPECT.as_secs()).then_some(skew)
 }
 
 enum Failure {
@@ -677,6 +733,16 @@ fn build_query(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_skew_is_read_from_a_far_date_only() {
+        let now = httpdate::parse_http_date("Sat, 28 Nov 2026 12:00:00 GMT").unwrap();
+        assert_eq!(skew_from("Sat, 28 Nov 2026 13:00:00 GMT", now), Some(3600));
+        assert_eq!(skew_from("Sat, 28 Nov 2026 11:40:00 GMT", now), Some(-1200));
+        // A legitimate refusal from a store with a sane clock.
+        assert_eq!(skew_from("Sat, 28 Nov 2026 12:00:02 GMT", now), None);
+        assert_eq!(skew_from("yesterday", now), None);
+    }
 
     #[test]
     fn encoding() {
