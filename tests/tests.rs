@@ -30,5 +30,7 @@ mod lora;
 mod metrics;
 // The API token, allowed directories, the connection cap.
 mod security;
+// No secret in any log line, answer, status or metric of a whole run.
+mod secrets;
 // The HTTP/1.1 server: keep-alive, pipelining, limits, timeouts, drivers, SIGTERM.
 mod server;

@@ -1,0 +1,276 @@
+//! No secret in anything a whole run shows: one sidecar, logging at its
+//! most verbose, does every kind of work with known secrets (API token,
+//! S3 secret key and session token, HuggingFace tokens from a request and
+//! from the environment, wrong secrets too), succeeding and failing; then
+//! every log line, answer (status, headers, body), status listing and
+//! metric it produced is searched for every secret.
+
+use crate::download::{MIB, bucket, download_body, hub_repo};
+use crate::hub::Hub;
+use crate::s3::{ACCESS_KEY, SECRET_KEY};
+use crate::util::*;
+
+const API_TOKEN: &str = "api-TOKEN-5d1e0b7c";
+const SESSION_TOKEN: &str = "FwoGZXIvYXdzEXAMPLE-session-SECRET";
+const WRONG_SECRET: &str = "wrong-S3-secret-0c4f1a";
+const HF_TOKEN: &str = "hf_private_token";
+const HF_ENV_TOKEN: &str = "hf_ENV-token-9b2e";
+const HF_WRONG_TOKEN: &str = "hf_WRONG-token-77aa";
+
+/// Everything a client saw of one answer.
+fn seen(response: &Response) -> String {
+    format!(
+        "{} {:?} {}",
+        response.status,
+        response.headers,
+        String::from_utf8_lossy(&response.body)
+    )
+}
+
+fn post(sidecar: &Proc, path: &str, body: &str, token: Option<&str>) -> Response {
+    let mut client = Client::connect(sidecar.addr);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    client.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    client.response().expect("an answer")
+}
+
+fn s3(endpoint: &str, secret: &str) -> String {
+    serde_json::json!({
+        "access_key": ACCESS_KEY,
+        "secret_key": secret,
+        "session_token": SESSION_TOKEN,
+        "endpoint": endpoint,
+    })
+    .to_string()
+}
+
+fn wait_for(sidecar: &Proc, id: &str) -> Response {
+    let mut status = get(sidecar.addr, &format!("/v1/downloads/{id}"));
+    eventually("the job ends", || {
+        status = get(sidecar.addr, &format!("/v1/downloads/{id}"));
+        status.json()["state"] != "running"
+    });
+    status
+}
+
+#[test]
+fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
+    let fixture = bucket("secrets-s3", 3);
+    fixture.server.put(
+        "adapters",
+        "math/adapter_config.json",
+        br#"{"peft_type":"LORA"}"#,
+    );
+    fixture
+        .server
+        .put("adapters", "math/adapter_model.safetensors", &noise(MIB, 3));
+    let private = hub_repo(Some(HF_TOKEN), false);
+    let public = hub_repo(None, false);
+    let hub = Hub::start(vec![private, public]);
+    let engine = Engine::flavor("vllm-v1").start();
+    let sidecar = Sidecar::new("vllm", engine.addr)
+        .env("MATRIXINFER_LOG", "trace")
+        .env("MATRIXINFER_API_TOKEN", API_TOKEN)
+        .env("HF_TOKEN", HF_ENV_TOKEN)
+        .start();
+    let endpoint = fixture.server.endpoint();
+    let hub_config = |token: Option<&str>| {
+        let mut config = serde_json::json!({ "hf_endpoint": hub.endpoint() });
+        if let Some(token) = token {
+            config["hf_token"] = token.into();
+        }
+        config.to_string()
+    };
+    let out = |name: &str| temp_dir(&format!("secrets-out-{name}"));
+    let mut answers: Vec<(String, Response)> = Vec::new();
+    let mut call = |what: &str, path: &str, body: String, token: Option<&str>| {
+        let response = post(&sidecar, path, &body, token);
+        let status = response.status;
+        let shown = seen(&response);
+        answers.push((what.to_owned(), response));
+        (status, shown)
+    };
+    let download = "/v1/download_model";
+
+    let s3_out = out("s3");
+    let s3_ok = download_body("s3://models/llama", &s3_out, &s3(&endpoint, SECRET_KEY), "");
+    let (status, shown) = call("s3 without the API token", download, s3_ok.clone(), None);
+    assert_eq!(status, 401, "{shown}");
+    let (status, shown) = call(
+        "s3 with a wrong API token",
+        download,
+        s3_ok.clone(),
+        Some("nope"),
+    );
+    assert_eq!(status, 401, "{shown}");
+    let (status, shown) = call("s3", download, s3_ok, Some(API_TOKEN));
+    assert_eq!(status, 200, "{shown}");
+    let s3_wrong = download_body(
+        "s3://models/llama",
+        &out("s3-wrong"),
+        &s3(&endpoint, WRONG_SECRET),
+        "",
+    );
+    let (status, shown) = call(
+        "s3 with a wrong secret",
+        download,
+        s3_wrong,
+        Some(API_TOKEN),
+    );
+    assert_eq!(status, 403, "{shown}");
+    let s3_async = download_body(
+        "s3://models/llama",
+        &out("s3-async"),
+        &s3(&endpoint, WRONG_SECRET),
+        r#"{"async_download": true}"#,
+    );
+    let (status, shown) = call("s3 async", download, s3_async, Some(API_TOKEN));
+    assert_eq!(status, 202, "{shown}");
+    let hf_ok = download_body(
+        "acme/private-model",
+        &out("hf"),
+        &hub_config(Some(HF_TOKEN)),
+        "",
+    );
+    let (status, shown) = call("hf private", download, hf_ok, Some(API_TOKEN));
+    assert_eq!(status, 200, "{shown}");
+    let hf_wrong = download_body(
+        "acme/private-model",
+        &out("hf-wrong"),
+        &hub_config(Some(HF_WRONG_TOKEN)),
+        "",
+    );
+    let (status, shown) = call("hf with a wrong token", download, hf_wrong, Some(API_TOKEN));
+    assert_eq!(status, 403, "{shown}");
+    let hf_env = download_body("acme/tiny-llama", &out("hf-env"), &hub_config(None), "");
+    let (status, shown) = call(
+        "hf with the token from the environment",
+        download,
+        hf_env,
+        Some(API_TOKEN),
+    );
+    assert_eq!(status, 200, "{shown}");
+    // Secrets in fields of the wrong type, which the answer names.
+    let malformed = serde_json::json!({
+        "source": "s3://models/llama",
+        "output_dir": out("malformed"),
+        "config": { "access_key": 7, "secret_key": SECRET_KEY, "hf_token": [HF_TOKEN] },
+    });
+    let (status, shown) = call(
+        "malformed config",
+        download,
+        malformed.to_string(),
+        Some(API_TOKEN),
+    );
+    assert_eq!(status, 400, "{shown}");
+    let not_json = format!("{{\"source\": \"s3://x\", \"config\": \"{SECRET_KEY}");
+    let (status, shown) = call("not JSON", download, not_json, Some(API_TOKEN));
+    assert_eq!(status, 400, "{shown}");
+    let lora = serde_json::json!({
+        "lora_name": "math",
+        "source": "s3://adapters/math",
+        "output_dir": out("lora").join("math"),
+        "config": s3(&endpoint, SECRET_KEY),
+    });
+    let (status, shown) = call(
+        "lora from s3",
+        "/v1/load_lora_adapter",
+        lora.to_string(),
+        Some(API_TOKEN),
+    );
+    assert_eq!(status, 200, "{shown}");
+    let lora_wrong = serde_json::json!({
+        "lora_name": "math2",
+        "source": "s3://adapters/math",
+        "output_dir": out("lora-wrong").join("math"),
+        "config": s3(&endpoint, WRONG_SECRET),
+    });
+    let (status, shown) = call(
+        "lora with a wrong secret",
+        "/v1/load_lora_adapter",
+        lora_wrong.to_string(),
+        Some(API_TOKEN),
+    );
+    assert_eq!(status, 403, "{shown}");
+
+    // The status API after everything, including the failed async job.
+    let listing = get(sidecar.addr, "/v1/downloads");
+    let async_id = listing.json()["downloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["output_dir"]
+                .as_str()
+                .is_some_and(|o| o.contains("secrets-out-s3-async"))
+        })
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("{}", listing.text()));
+    let status = wait_for(&sidecar, &async_id);
+    assert_eq!(status.json()["state"], "failed", "{}", status.text());
+    answers.push(("status".into(), status));
+    answers.push(("listing".into(), get(sidecar.addr, "/v1/downloads")));
+    for path in ["/metrics", "/health", "/ready", "/v1/downloads/nope"] {
+        answers.push((path.into(), get(sidecar.addr, path)));
+    }
+    let help = std::process::Command::new(BIN)
+        .arg("--help")
+        .env("MATRIXINFER_API_TOKEN", API_TOKEN)
+        .output()
+        .unwrap();
+    let cli = std::process::Command::new(BIN)
+        .args(["download", "--source", "s3://models/llama", "--output-dir"])
+        .arg(out("cli"))
+        .args(["--config", &s3(&endpoint, WRONG_SECRET)])
+        .env("MATRIXINFER_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(1));
+
+    let mut everything: Vec<(String, String)> = answers
+        .iter()
+        .map(|(what, response)| (what.clone(), seen(response)))
+        .collect();
+    everything.push(("the sidecar's log".into(), sidecar.log()));
+    everything.push((
+        "--help".into(),
+        String::from_utf8_lossy(&help.stdout).into(),
+    ));
+    everything.push(("the download command".into(), format!("{cli:?}")));
+    let secrets = [
+        API_TOKEN,
+        SECRET_KEY,
+        SESSION_TOKEN,
+        WRONG_SECRET,
+        HF_TOKEN,
+        HF_ENV_TOKEN,
+        HF_WRONG_TOKEN,
+    ];
+    let mut leaks = Vec::new();
+    for (what, text) in &everything {
+        for secret in secrets {
+            if text.contains(secret) {
+                // Say where, never what.
+                leaks.push(format!(
+                    "{what} shows secret #{}",
+                    secrets.iter().position(|s| *s == secret).unwrap()
+                ));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{leaks:#?}");
+    // The search saw real traffic: what the requests carried besides
+    // secrets shows up, the log is verbose and the work was done.
+    let all: String = everything.iter().map(|(_, text)| text.as_str()).collect();
+    assert!(all.contains("s3://models/llama") && all.contains("acme/private-model"));
+    assert!(sidecar.log().contains("DEBUG") || sidecar.log().contains("TRACE"));
+    assert!(s3_out.join("config.json").exists());
+}
