@@ -2,7 +2,12 @@
 //! targets stay a few lines and the properties compile (and run in unit
 //! tests) with everything else.
 
+use serde_json::Value;
+
+use crate::download::request::{DownloadRequest, Environment};
 use crate::http::request::{Limits, parse_head};
+use crate::kv_events::decode::{Event, decode_batch};
+use crate::lora::LoadRequest;
 use crate::prom::Relabeler;
 use crate::prom::line::{Line, classify};
 use crate::prom::standard::{SGLANG, VLLM};
@@ -66,8 +71,307 @@ pub fn request(data: &[u8]) {
     }
 }
 
+/// No variables: the fuzzed body is all there is.
+struct Empty;
+
+impl Environment for Empty {
+    fn var(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The string values of secret fields in a body, whether `config` is an
+/// object or a JSON string holding one.
+fn secrets_in(body: &[u8]) -> Vec<String> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    let config = match fields.get("config") {
+        Some(Value::Object(map)) => map.clone(),
+        Some(Value::String(text)) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => map,
+            _ => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    ["secret_key", "session_token", "hf_token"]
+        .iter()
+        .filter_map(|k| config.get(*k)?.as_str())
+        // Shorter values could match words of any message.
+        .filter(|v| v.len() >= 12)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A JSON body for the download and LoRA endpoints: never panics; an
+/// accepted request has an absolute `output_dir` without `..`; a refusal
+/// says why and never repeats a secret it was given.
+pub fn json_body(data: &[u8]) {
+    let secrets = secrets_in(data);
+    let refused = |message: String| {
+        assert!(!message.is_empty());
+        for secret in &secrets {
+            assert!(
+                !message.contains(secret.as_str()),
+                "a secret in {message:?}"
+            );
+        }
+    };
+    let accepted = |request: &DownloadRequest| {
+        assert!(request.output_dir.is_absolute());
+        assert!(
+            !request
+                .output_dir
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        );
+        assert!(request.max_workers >= 1);
+    };
+    match DownloadRequest::from_json(data, &Empty) {
+        Ok(request) => accepted(&request),
+        Err(e) => refused(e.to_string()),
+    }
+    match LoadRequest::from_json(data, &Empty) {
+        Ok(request) => {
+            accepted(&request.download);
+            assert!(!request.lora_name.is_empty());
+        }
+        Err(e) => refused(e.to_string()),
+    }
+}
+
+/// An S3 listing body, under a prefix the first input bytes choose: no
+/// panic, and no file it names lands outside the output directory.
+pub fn s3_listing(data: &[u8]) {
+    let [prefix_len, rest @ ..] = data else {
+        return;
+    };
+    let split = usize::from(*prefix_len % 16).min(rest.len());
+    let (Ok(prefix), Ok(body)) = (
+        std::str::from_utf8(&rest[..split]),
+        std::str::from_utf8(&rest[split..]),
+    ) else {
+        return;
+    };
+    crate::download::s3::check_listing(body, prefix);
+}
+
+/// A ZMQ payload of KV events: never panics, and every stored event with
+/// blocks has the same whole, non-zero number of tokens per block.
+pub fn kv_events(data: &[u8]) {
+    let Ok(batch) = decode_batch(data) else {
+        return;
+    };
+    for event in &batch.events {
+        if let Event::Stored { hashes, token_ids } = event
+            && !hashes.is_empty()
+        {
+            assert!(!token_ids.is_empty());
+            assert_eq!(token_ids.len() % hashes.len(), 0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    /// Strings a hostile or careless client sends.
+    fn nasty_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "s3://models/llama",
+                "obs://b/p",
+                "pvc://vol/models",
+                "hf://org/model",
+                "org/model",
+                "s3://",
+                "/models/out",
+                "/models/../etc",
+                "../etc/passwd",
+                "relative/dir",
+                "/tmp/a\0b",
+                "",
+                "   ",
+                "{\"secret_key\":\"sk-0123456789abcdef\"}",
+                "{\"hf_token\":",
+                "ünïcødé/€",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,24}",
+            "[/a-z.]{0,300}",
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            nasty_string().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((field_name(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn field_name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "source",
+            "output_dir",
+            "config",
+            "max_workers",
+            "async_download",
+            "lora_name",
+            "secret_key",
+            "access_key",
+            "session_token",
+            "hf_token",
+            "endpoint",
+            "region",
+            "cleanup",
+            "x",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    /// A request object: the real fields, each present or not, of any
+    /// type; `config` sometimes a JSON string, as clients send it.
+    fn request_body() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec((field_name(), json_value()), 0..8),
+            any::<bool>(),
+        )
+            .prop_map(|(fields, config_as_string)| {
+                let mut map: Map<String, Value> = fields.into_iter().collect();
+                if config_as_string && let Some(config) = map.get_mut("config") {
+                    *config = Value::String(config.to_string());
+                }
+                serde_json::to_vec(&Value::Object(map)).unwrap()
+            })
+    }
+
+    fn listing() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop_oneof![
+            nasty_string(),
+            Just("p/../../etc/cron.d/x".to_owned()),
+            Just("p//x".to_owned()),
+            Just("p/./x".to_owned()),
+        ];
+        (
+            0u8..16,
+            prop::collection::vec((key, any::<u32>()), 0..6),
+            any::<bool>(),
+        )
+            .prop_map(|(prefix, objects, truncated)| {
+                let mut xml = format!(
+                    "<ListBucketResult><IsTruncated>{truncated}</IsTruncated>"
+                );
+                for (key, size) in objects {
+                    let key = key.replace('&', "&amp;").replace('<', "&lt;");
+                    xml.push_str(&format!(
+                        "<Contents><Key>{key}</Key><Size>{size}</Size><ETag>\"d41d8cd98f00b204e9800998ecf8427e\"</ETag></Contents>"
+                    ));
+                }
+                xml.push_str("</ListBucketResult>");
+                let mut data = vec![prefix];
+                data.extend_from_slice(&b"p/models/llama/"[..usize::from(prefix).min(15)]);
+                data.extend_from_slice(xml.as_bytes());
+                data
+            })
+    }
+
+    fn msgpack() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            Just(rmpv::Value::Nil),
+            any::<i64>().prop_map(rmpv::Value::from),
+            any::<u64>().prop_map(rmpv::Value::from),
+            any::<f64>().prop_map(rmpv::Value::from),
+            prop::sample::select(vec![
+                "BlockStored",
+                "BlockRemoved",
+                "AllBlocksCleared",
+                "ts",
+                "events",
+                "x"
+            ])
+            .prop_map(rmpv::Value::from),
+            prop::collection::vec(any::<u8>(), 0..40).prop_map(rmpv::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(rmpv::Value::Array),
+                prop::collection::vec((inner.clone(), inner), 0..4).prop_map(rmpv::Value::Map),
+            ]
+        })
+        .prop_map(|value| {
+            let mut out = Vec::new();
+            rmpv::encode::write_value(&mut out, &value).unwrap();
+            out
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn json_bodies(body in request_body()) {
+            super::json_body(&body);
+        }
+
+        #[test]
+        fn json_bodies_as_raw_bytes(body in prop::collection::vec(any::<u8>(), 0..64)) {
+            super::json_body(&body);
+        }
+
+        #[test]
+        fn s3_listings(data in listing()) {
+            super::s3_listing(&data);
+        }
+
+        #[test]
+        fn s3_listings_as_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..128)) {
+            super::s3_listing(&data);
+        }
+
+        #[test]
+        fn kv_event_payloads(data in msgpack()) {
+            super::kv_events(&data);
+        }
+
+        #[test]
+        fn kv_event_payloads_as_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..128)) {
+            super::kv_events(&data);
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        super::json_body(deep.as_bytes());
+        let deep = format!(
+            "{{\"source\":\"s3://b/p\",\"output_dir\":\"/o\",\"config\":{}{}}}",
+            "{\"a\":".repeat(50_000),
+            "}".repeat(50_000)
+        );
+        super::json_body(deep.as_bytes());
+    }
+
+    #[test]
+    fn a_listed_key_outside_the_prefix_or_the_directory_is_dropped() {
+        let xml = "<ListBucketResult><Contents><Key>p/../../x</Key><Size>1</Size></Contents><Contents><Key>q</Key><Size>1</Size></Contents></ListBucketResult>";
+        let mut data = vec![2u8];
+        data.extend_from_slice(b"p/");
+        data.extend_from_slice(xml.as_bytes());
+        super::s3_listing(&data);
+    }
+
     #[test]
     fn properties_hold_on_samples() {
         let samples: [&[u8]; 7] = [

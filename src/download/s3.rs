@@ -154,14 +154,7 @@ impl Bucket {
             p => format!("{p}/"),
         };
         let objects = self.list_objects(&dir)?;
-        let mut files: Vec<RemoteFile> = objects
-            .into_iter()
-            .filter(|o| !o.key.ends_with('/'))
-            .map(|o| {
-                let rel = o.key[dir.len()..].trim_start_matches('/').to_owned();
-                o.into_file(rel)
-            })
-            .collect();
+        let mut files = files_below(objects, &dir);
         if files.is_empty() && !prefix.is_empty() && !prefix.ends_with('/') {
             // `s3://bucket/path/to/model.safetensors`: a single object.
             if let Some(object) = self.head(prefix)? {
@@ -272,7 +265,7 @@ impl Bucket {
                     });
             let reason = match outcome {
                 Ok((200, body)) => {
-                    return quick_xml::de::from_str::<ListBucketResult>(&body).map_err(|e| {
+                    return parse_listing(&body).map_err(|e| {
                         ListError::Failed(DownloadError::Source(format!(
                             "unreadable listing from {}: {e}",
                             self.name
@@ -569,6 +562,45 @@ impl Origin for Bucket {
     }
 }
 
+/// A `ListBucketResult` document (V1 or V2).
+pub(crate) fn parse_listing(body: &str) -> Result<ListBucketResult, quick_xml::DeError> {
+    quick_xml::de::from_str(body)
+}
+
+/// The files of a listing of `dir`, named relative to it. Folder markers
+/// are skipped, and so are keys outside `dir`, which only a broken or
+/// hostile store would list.
+fn files_below(objects: Vec<Object>, dir: &str) -> Vec<RemoteFile> {
+    objects
+        .into_iter()
+        .filter(|o| !o.key.ends_with('/'))
+        .filter_map(|o| {
+            let Some(rel) = o.key.strip_prefix(dir) else {
+                tracing::warn!(key = %o.key, prefix = dir, "the store listed a key outside the prefix; skipped");
+                return None;
+            };
+            let rel = rel.trim_start_matches('/').to_owned();
+            Some(o.into_file(rel))
+        })
+        .collect()
+}
+
+/// Checks what a download would make of an arbitrary listing body: no
+/// panic, and every file it names lands below the output directory or is
+/// refused (for the fuzz targets).
+#[cfg(any(fuzzing, test))]
+pub(crate) fn check_listing(body: &str, prefix: &str) {
+    let Ok(page) = parse_listing(body) else {
+        return;
+    };
+    let out = std::path::Path::new("/models/out");
+    for file in files_below(page.contents, prefix) {
+        if let Ok(path) = super::fetch::safe_join(out, &file.rel) {
+            assert!(path.starts_with(out), "{} escapes", file.rel);
+        }
+    }
+}
+
 /// The store's clock minus ours, in whole seconds, when its `Date`
 /// header shows they differ by at least [`SKEW_SUSPECT`].
 fn skew_from(date: &str, now: SystemTime) -> Option<i64> {
@@ -593,7 +625,7 @@ enum ListError {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListBucketResult {
+pub(crate) struct ListBucketResult {
     #[serde(default)]
     is_truncated: bool,
     next_continuation_token: Option<String>,
