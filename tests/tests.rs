@@ -24,6 +24,8 @@ mod faults;
 mod filters;
 // KV-cache events: a real ZMQ publisher and redis-server around the bridge.
 mod kv_events;
+// Thousands of idle connections, scrapes and a download at once.
+mod load;
 // LoRA adapters: download, load, unload, against the engines' LoRA endpoints.
 mod lora;
 // Every standardization rule, on every engine version's payloads.

@@ -238,8 +238,8 @@ pub async fn serve_connection<S: Service>(
     config: &ServerConfig,
     shutdown: &Shutdown,
 ) {
-    let mut input = Vec::with_capacity(4096);
-    let mut output = Vec::with_capacity(4096);
+    let mut input = Vec::new();
+    let mut output = Vec::new();
     loop {
         let request = match read_request(&mut stream, &mut input, config, shutdown).await {
             Next::Request(request) => request,
@@ -271,10 +271,10 @@ pub async fn serve_connection<S: Service>(
         if result.is_err() || !res.is_keep_alive() || shutdown.is_triggered() {
             return;
         }
-        if output.capacity() > 64 * 1024 {
-            // One large answer should not pin its buffer to an idle
-            // keep-alive connection.
-            output = Vec::with_capacity(4096);
+        if input.is_empty() {
+            // Nothing pipelined: the connection goes idle, and an idle
+            // keep-alive connection holds no buffer (see `read_request`).
+            output = Vec::new();
         }
     }
 }
@@ -314,9 +314,17 @@ async fn read_request(
         let idle = input.is_empty();
         if idle {
             // Nothing of a request yet: wait up to the idle timeout, and
-            // give up at once on shutdown.
+            // give up at once on shutdown. The wait holds no buffer (an
+            // io_uring read would pin one): with thousands of idle
+            // keep-alive connections, 8 KB each would be most of the
+            // sidecar's memory.
+            *input = Vec::new();
+            let next = async {
+                stream.readable(false).await?;
+                read_more(stream, input).await
+            };
             let read = monoio::select! {
-                read = monoio::time::timeout(config.idle_timeout, read_more(stream, input)) => read,
+                read = monoio::time::timeout(config.idle_timeout, next) => read,
                 _ = shutdown.wait() => return Next::Close,
             };
             match read {
