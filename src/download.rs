@@ -90,6 +90,22 @@ pub fn execute(
     }
 }
 
+/// What can be checked of a request without the network: the S3 or OBS
+/// settings, and that a pvc:// path exists. An async request fails here
+/// at once, with the status the same request made synchronously gets.
+pub fn preflight(request: &DownloadRequest) -> Result<(), DownloadError> {
+    match &request.source {
+        Source::S3 { bucket, .. } => {
+            s3::Bucket::new(s3::Flavor::S3, bucket, &request.settings, IO_TIMEOUT).map(drop)
+        }
+        Source::Obs { bucket, .. } => {
+            s3::Bucket::new(s3::Flavor::Obs, bucket, &request.settings, IO_TIMEOUT).map(drop)
+        }
+        Source::HuggingFace { .. } => Ok(()),
+        Source::Pvc { path } => pvc::check_exists(path),
+    }
+}
+
 /// Whether an HTTP status is worth retrying: timeouts, throttling
 /// (`429`, S3's `503 SlowDown`) and server errors.
 pub fn transient_status(status: u16) -> bool {

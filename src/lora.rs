@@ -210,6 +210,12 @@ impl Lora {
             .record(operation, Outcome::BadRequest, Duration::ZERO);
     }
 
+    /// Counts a load whose download was refused before it started.
+    pub fn count_download_refused(&self) {
+        self.stats
+            .record(Operation::Load, Outcome::DownloadError, Duration::ZERO);
+    }
+
     /// Downloads and loads, on the calling thread, reporting through
     /// `job`; returns the caller's answer.
     pub fn load(&self, job: &Job, lora_name: &str) -> Answer {
@@ -251,7 +257,22 @@ impl Lora {
     pub fn unload(&self, lora_name: &str, body: Map<String, Value>, cleanup: bool) -> Answer {
         let started = Instant::now();
         let lock = self.name_lock(lora_name);
-        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        // A load of this name may be downloading for minutes: say so now
+        // rather than hold the caller until it ends.
+        let _held = match lock.try_lock() {
+            Ok(held) => held,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.stats
+                    .record(Operation::Unload, Outcome::BadRequest, started.elapsed());
+                return Answer::detail(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "LoRA adapter '{lora_name}' is being loaded or unloaded; try again when that ends (GET /v1/downloads shows loads in progress)"
+                    ),
+                );
+            }
+        };
         let (outcome, mut answer) = self.call(
             self.engine.lora_unload_path(),
             &Value::Object(body),
@@ -503,6 +524,11 @@ pub async fn handle_load(
     if let Err(denied) = access.confine(&request.download.output_dir) {
         lora.count_bad_request(false);
         return res.error(denied.status, &denied.detail).await;
+    }
+    if let Err(e) = crate::download::preflight(&request.download) {
+        lora.count_download_refused();
+        let detail = format!("LoRA adapter download failed: {}", errors::chain(&e));
+        return res.error(e.status(), &detail).await;
     }
     let started = json!({
         "status": "started",

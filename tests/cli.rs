@@ -104,3 +104,64 @@ fn help_lists_every_flag() {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
 }
+
+/// No Docker here, so the Dockerfile's steps that depend on the tree are
+/// run as they are written: the dependency stage's stub crate must parse
+/// (every target the manifest names taken out or stubbed), and the
+/// filters it ships must be ones `wasm-filters/` builds.
+#[test]
+fn dockerfile_steps_match_the_tree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    // Backslash-continued lines joined into one.
+    let joined = dockerfile.replace("\\\n", " ");
+    let stub = joined
+        .lines()
+        .find(|line| line.starts_with("RUN mkdir -p src"))
+        .expect("the dependency stage");
+    let stub = stub
+        .trim_start_matches("RUN ")
+        .split("&& cargo build")
+        .next()
+        .unwrap();
+    let dir = temp_dir("dockerfile-stub");
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(root.join(file), dir.join(file)).unwrap();
+    }
+    let run = Command::new("sh")
+        .args(["-ec", stub])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{stub}: {run:?}");
+    let metadata = Command::new("cargo")
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        metadata.status.success(),
+        "the stub crate does not parse: {}",
+        String::from_utf8_lossy(&metadata.stderr)
+    );
+
+    let shipped: Vec<&str> = joined
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("wasm-filters/target/wasm32-unknown-unknown/release/"))
+        .collect();
+    assert!(!shipped.is_empty());
+    let built = std::env::var("MATRIXINFER_FILTERS_DIR")
+        .expect("MATRIXINFER_FILTERS_DIR (scripts/test sets it)");
+    for filter in shipped {
+        assert!(
+            std::path::Path::new(&built).join(filter).exists(),
+            "the Dockerfile ships {filter}, which wasm-filters/ does not build"
+        );
+    }
+}

@@ -364,6 +364,49 @@ fn bad_requests_name_the_field() {
     let mut client = Client::connect(sidecar.addr);
     client.send(b"GET /v1/download_model HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(client.response().unwrap().status, 405);
+    // What can be checked without the network is checked before an async
+    // request is accepted: the answer a sync request gets, not a 202.
+    for (body, status, detail) in [
+        (
+            r#"{"source":"s3://b/p","output_dir":"/tmp/x","config":{"endpoint":"not a url"},"async_download":true}"#,
+            400,
+            "Model download failed: endpoint:",
+        ),
+        (
+            r#"{"source":"s3://b/p","output_dir":"/tmp/x","config":{"access_key":"AK"},"async_download":true}"#,
+            400,
+            "Model download failed: access_key and secret_key must be given together",
+        ),
+        (
+            r#"{"source":"pvc://no/such/dir","output_dir":"/tmp/x","async_download":true}"#,
+            404,
+            "Model download failed: not found: pvc://no/such/dir does not exist",
+        ),
+    ] {
+        let response = post_json(sidecar.addr, "/v1/download_model", body);
+        assert_eq!(response.status, status, "{body}: {}", response.text());
+        assert!(
+            response.detail().starts_with(detail),
+            "{body}: {}",
+            response.detail()
+        );
+    }
+    // A place this process may not write is the caller's to fix: 403.
+    let source = temp_dir("unwritable-source");
+    std::fs::write(source.join("config.json"), b"{}").unwrap();
+    let body = serde_json::json!({
+        "source": format!("pvc://{}", source.display().to_string().trim_start_matches('/')),
+        "output_dir": "/sys/matrixinfer-not-here",
+    });
+    let response = post_json(sidecar.addr, "/v1/download_model", &body.to_string());
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert!(
+        response
+            .detail()
+            .contains("cannot create /sys/matrixinfer-not-here"),
+        "{}",
+        response.detail()
+    );
 }
 
 #[test]

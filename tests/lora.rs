@@ -421,3 +421,71 @@ fn bad_names_and_bodies() {
         assert!(text.lines().any(|l| l == line), "missing {line}");
     }
 }
+
+#[test]
+fn unload_during_a_load_of_the_same_name_is_a_quick_409() {
+    let server = S3Server::start(&temp_dir("lora-busy")).unwrap();
+    server.put(
+        "adapters",
+        "big/adapter_config.json",
+        br#"{"peft_type":"LORA"}"#,
+    );
+    server.put(
+        "adapters",
+        "big/adapter_model.safetensors",
+        &noise(24 * 1024 * 1024, 6),
+    );
+    // 4 MiB/s: the load downloads for several seconds.
+    let slow = crate::proxy::Proxy::start(
+        server.addr,
+        crate::proxy::Faults {
+            bytes_per_second: 4 * 1024 * 1024,
+            ..Default::default()
+        },
+    );
+    let s = setup("vllm-v1", &[], &[]);
+    let config =
+        json!({ "access_key": ACCESS_KEY, "secret_key": SECRET_KEY, "endpoint": slow.endpoint() });
+    let body = load_body(
+        "big",
+        "s3://adapters/big",
+        &temp_dir("lora-busy-out").join("big"),
+        json!({ "config": config.to_string(), "async_download": true }),
+    );
+    let started = post_json(s.sidecar.addr, "/v1/load_lora_adapter", &body);
+    assert_eq!(started.status, 202, "{}", started.text());
+    eventually("the download is under way", || {
+        slow.bytes.load(std::sync::atomic::Ordering::SeqCst) > 0
+    });
+    // Had it waited for the download, it would have had the engine's answer.
+    let busy = post_json(
+        s.sidecar.addr,
+        "/v1/unload_lora_adapter",
+        r#"{"lora_name":"big"}"#,
+    );
+    assert_eq!(busy.status, 409, "{}", busy.text());
+    assert!(
+        busy.detail().contains("'big' is being loaded"),
+        "{}",
+        busy.detail()
+    );
+    // Other names are not held up, and once loaded, the unload works.
+    let other = post_json(
+        s.sidecar.addr,
+        "/v1/unload_lora_adapter",
+        r#"{"lora_name":"other"}"#,
+    );
+    assert_eq!(other.status, 400, "{}", other.text());
+    let id = started.json()["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while get(s.sidecar.addr, &format!("/v1/downloads/{id}")).json()["state"] == "running" {
+        assert!(std::time::Instant::now() < deadline, "the load never ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let unload = post_json(
+        s.sidecar.addr,
+        "/v1/unload_lora_adapter",
+        r#"{"lora_name":"big"}"#,
+    );
+    assert_eq!(unload.status, 200, "{}", unload.text());
+}

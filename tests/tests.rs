@@ -14,6 +14,8 @@ mod proxy;
 mod bench;
 // Command line: flags, exit codes and messages.
 mod cli;
+// As the Pod runs it: nobody, on a read-only root filesystem.
+mod container;
 // Model downloads from S3, HuggingFace and PVCs, by API and command line.
 mod download;
 // Sources and disks that fail during a download.

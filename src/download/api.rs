@@ -27,6 +27,14 @@ pub async fn download_model(
     if let Err(denied) = access.confine(&request.output_dir) {
         return res.error(denied.status, &denied.detail).await;
     }
+    if let Err(e) = super::preflight(&request) {
+        return res
+            .error(
+                e.status(),
+                &format!("Model download failed: {}", errors::chain(&e)),
+            )
+            .await;
+    }
     let source = request.source_text.clone();
     let output_dir = request.output_dir.display().to_string();
     let async_download = request.async_download;

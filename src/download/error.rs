@@ -23,6 +23,18 @@ pub enum DownloadError {
     /// The pvc:// path or the output directory is not what it must be.
     #[error("{0}")]
     BadPath(String),
+    /// A local path this process may not use: permissions, or a
+    /// read-only filesystem. The caller chose it.
+    #[error("{op} {}", path.display())]
+    LocalForbidden {
+        /// What was being done.
+        op: &'static str,
+        /// The path refused.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The disk filled up.
     #[error("no space left on the device while writing {}", path.display())]
     DiskFull {
@@ -76,7 +88,9 @@ impl DownloadError {
     pub fn status(&self) -> StatusCode {
         match self {
             DownloadError::Request(_) | DownloadError::BadPath(_) => StatusCode::BAD_REQUEST,
-            DownloadError::Denied(_) => StatusCode::FORBIDDEN,
+            DownloadError::Denied(_) | DownloadError::LocalForbidden { .. } => {
+                StatusCode::FORBIDDEN
+            }
             DownloadError::NotFound(_) => StatusCode::NOT_FOUND,
             DownloadError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             DownloadError::Integrity { .. }
@@ -94,6 +108,12 @@ impl DownloadError {
         if source.kind() == io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
             return DownloadError::DiskFull { path };
         }
+        if matches!(
+            source.kind(),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+        ) {
+            return DownloadError::LocalForbidden { op, path, source };
+        }
         DownloadError::Local { op, path, source }
     }
 
@@ -104,6 +124,7 @@ impl DownloadError {
             DownloadError::Denied(_) => "denied",
             DownloadError::NotFound(_) => "not_found",
             DownloadError::DiskFull { .. } => "disk_full",
+            DownloadError::LocalForbidden { .. } => "forbidden_path",
             DownloadError::Integrity { .. } => "integrity",
             DownloadError::Exhausted { .. } | DownloadError::Source(_) => "source",
             DownloadError::Local { .. } => "local",

@@ -25,23 +25,29 @@ pub struct Volume {
     root: PathBuf,
 }
 
+/// That `root` is a directory this process can see.
+pub fn check_exists(root: &Path) -> Result<(), DownloadError> {
+    let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => DownloadError::NotFound(format!(
+            "pvc://{} does not exist",
+            root.display().to_string().trim_start_matches('/')
+        )),
+        _ => DownloadError::local("cannot read", root, e),
+    })?;
+    if !meta.is_dir() {
+        return Err(DownloadError::BadPath(format!(
+            "pvc://{} is a file; pvc:// must name a directory",
+            root.display().to_string().trim_start_matches('/')
+        )));
+    }
+    Ok(())
+}
+
 impl Volume {
     /// Lists every regular file below `root`, following symlinks to files
     /// but not to directories (no loops).
     pub fn open(root: &Path) -> Result<(Volume, Vec<RemoteFile>), DownloadError> {
-        let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => DownloadError::NotFound(format!(
-                "pvc://{} does not exist",
-                root.display().to_string().trim_start_matches('/')
-            )),
-            _ => DownloadError::local("cannot read", root, e),
-        })?;
-        if !meta.is_dir() {
-            return Err(DownloadError::BadPath(format!(
-                "pvc://{} is a file; pvc:// must name a directory",
-                root.display().to_string().trim_start_matches('/')
-            )));
-        }
+        check_exists(root)?;
         let mut files = Vec::new();
         walk(root, root, &mut files)?;
         files.sort_by(|a, b| a.rel.cmp(&b.rel));
