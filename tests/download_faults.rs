@@ -105,11 +105,7 @@ fn s3_object_replaced_midway_is_refused_then_fetched_whole() {
         .unwrap()
         .to_owned();
     let newer = replace_midway(&fixture, &slow);
-    let mut status = serde_json::Value::Null;
-    eventually("the download ends", || {
-        status = get(sidecar.addr, &format!("/v1/downloads/{id}")).json();
-        status["state"] != "running"
-    });
+    let status = wait_for_job(&sidecar, &id, patience());
     assert_eq!(status["state"], "failed", "{status}");
     let error = status["error"].as_str().unwrap();
     assert!(
@@ -167,11 +163,7 @@ fn s3_object_replaced_midway_on_a_store_without_if_match_never_lands() {
         .unwrap()
         .to_owned();
     replace_midway(&fixture, &slow);
-    let mut status = serde_json::Value::Null;
-    eventually("the download ends", || {
-        status = get(sidecar.addr, &format!("/v1/downloads/{id}")).json();
-        status["state"] != "running"
-    });
+    let status = wait_for_job(&sidecar, &id, patience());
     // The store mixed the versions; the ETag of the listing catches it.
     assert_eq!(status["state"], "failed", "{status}");
     let error = status["error"].as_str().unwrap();
@@ -367,15 +359,8 @@ fn huggingface_always_failing_gives_up_with_a_clear_error() {
         .to_owned();
     // Still answering while the job backs off.
     still_serving(&sidecar);
-    let mut status = serde_json::Value::Null;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while std::time::Instant::now() < deadline {
-        status = get(sidecar.addr, &format!("/v1/downloads/{id}")).json();
-        if status["state"] != "running" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // 8 attempts with exponential backoff: about 15 s, up to 30.
+    let status = wait_for_job(&sidecar, &id, Duration::from_secs(90));
     assert_eq!(status["state"], "failed", "{status}");
     let error = status["error"].as_str().unwrap();
     assert!(error.contains("gave up after 8 attempts"), "{error}");

@@ -477,11 +477,8 @@ fn unload_during_a_load_of_the_same_name_is_a_quick_409() {
     );
     assert_eq!(other.status, 400, "{}", other.text());
     let id = started.json()["id"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while get(s.sidecar.addr, &format!("/v1/downloads/{id}")).json()["state"] == "running" {
-        assert!(std::time::Instant::now() < deadline, "the load never ended");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let loaded = wait_for_job(&s.sidecar, &id, Duration::from_secs(60));
+    assert_eq!(loaded["state"], "completed", "{loaded}");
     let unload = post_json(
         s.sidecar.addr,
         "/v1/unload_lora_adapter",

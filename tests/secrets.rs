@@ -27,21 +27,6 @@ fn seen(response: &Response) -> String {
     )
 }
 
-fn post(sidecar: &Proc, path: &str, body: &str, token: Option<&str>) -> Response {
-    let mut client = Client::connect(sidecar.addr);
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    client.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    client.response().expect("an answer")
-}
-
 fn s3(endpoint: &str, secret: &str) -> String {
     serde_json::json!({
         "access_key": ACCESS_KEY,
@@ -50,15 +35,6 @@ fn s3(endpoint: &str, secret: &str) -> String {
         "endpoint": endpoint,
     })
     .to_string()
-}
-
-fn wait_for(sidecar: &Proc, id: &str) -> Response {
-    let mut status = get(sidecar.addr, &format!("/v1/downloads/{id}"));
-    eventually("the job ends", || {
-        status = get(sidecar.addr, &format!("/v1/downloads/{id}"));
-        status.json()["state"] != "running"
-    });
-    status
 }
 
 #[test]
@@ -92,7 +68,8 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     let out = |name: &str| temp_dir(&format!("secrets-out-{name}"));
     let mut answers: Vec<(String, Response)> = Vec::new();
     let mut call = |what: &str, path: &str, body: String, token: Option<&str>| {
-        let response = post(&sidecar, path, &body, token);
+        let authorization = token.map(|t| format!("Bearer {t}"));
+        let response = post_json_authorized(sidecar.addr, path, &body, authorization.as_deref());
         let status = response.status;
         let shown = seen(&response);
         answers.push((what.to_owned(), response));
@@ -214,9 +191,13 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         })
         .map(|d| d["id"].as_str().unwrap().to_owned())
         .unwrap_or_else(|| panic!("{}", listing.text()));
-    let status = wait_for(&sidecar, &async_id);
-    assert_eq!(status.json()["state"], "failed", "{}", status.text());
-    answers.push(("status".into(), status));
+    let status = wait_for_job(&sidecar, &async_id, patience());
+    assert_eq!(status["state"], "failed", "{status}");
+    // The status document as a client reads it.
+    answers.push((
+        "status".into(),
+        get(sidecar.addr, &format!("/v1/downloads/{async_id}")),
+    ));
     answers.push(("listing".into(), get(sidecar.addr, "/v1/downloads")));
     for path in ["/metrics", "/health", "/ready", "/v1/downloads/nope"] {
         answers.push((path.into(), get(sidecar.addr, path)));

@@ -3,7 +3,7 @@
 //! open connections.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -11,21 +11,6 @@ use std::time::Duration;
 use crate::util::*;
 
 const TOKEN: &str = "tok-7f3a9c2e-never-printed";
-
-fn post(addr: SocketAddr, path: &str, body: &str, authorization: Option<&str>) -> Response {
-    let mut client = Client::connect(addr);
-    let auth = authorization
-        .map(|value| format!("Authorization: {value}\r\n"))
-        .unwrap_or_default();
-    client.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    client.response().expect("an answer")
-}
 
 fn pvc_body(source: &Path, output_dir: &Path) -> String {
     serde_json::json!({
@@ -63,7 +48,7 @@ fn the_api_token_guards_every_mutating_endpoint_and_nothing_else() {
             Some(&*format!("Basic {TOKEN}")),
             Some("Bearer"),
         ] {
-            let answer = post(sidecar.addr, path, body, authorization);
+            let answer = post_json_authorized(sidecar.addr, path, body, authorization);
             assert_eq!(
                 answer.status,
                 401,
@@ -83,11 +68,11 @@ fn the_api_token_guards_every_mutating_endpoint_and_nothing_else() {
     }
 
     let bearer = format!("Bearer {TOKEN}");
-    let answer = post(sidecar.addr, "/v1/download_model", &download, Some(&bearer));
+    let answer = post_json_authorized(sidecar.addr, "/v1/download_model", &download, Some(&bearer));
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(out.join("config.json").exists());
     // Past the token, the endpoints check their bodies as before.
-    let answer = post(sidecar.addr, "/v1/unload_lora_adapter", "{}", Some(&bearer));
+    let answer = post_json_authorized(sidecar.addr, "/v1/unload_lora_adapter", "{}", Some(&bearer));
     assert_eq!(answer.status, 400, "{}", answer.text());
 
     let log = sidecar.log();
@@ -126,7 +111,7 @@ fn downloads_and_adapters_stay_under_the_allowed_roots() {
         base.join("models-sibling/m"),
         "/etc/matrixinfer".into(),
     ] {
-        let answer = post(
+        let answer = post_json_authorized(
             sidecar.addr,
             "/v1/download_model",
             &pvc_body(&source, &refused),
@@ -149,7 +134,7 @@ fn downloads_and_adapters_stay_under_the_allowed_roots() {
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 
     let inside = models.join("llama");
-    let answer = post(
+    let answer = post_json_authorized(
         sidecar.addr,
         "/v1/download_model",
         &pvc_body(&source, &inside),
@@ -166,14 +151,14 @@ fn downloads_and_adapters_stay_under_the_allowed_roots() {
         })
         .to_string()
     };
-    let answer = post(
+    let answer = post_json_authorized(
         sidecar.addr,
         "/v1/load_lora_adapter",
         &lora(&elsewhere.join("a")),
         None,
     );
     assert_eq!(answer.status, 403, "{}", answer.text());
-    let answer = post(
+    let answer = post_json_authorized(
         sidecar.addr,
         "/v1/load_lora_adapter",
         &lora(&adapters.join("a")),

@@ -538,6 +538,45 @@ pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Response {
     client.response().expect("a response")
 }
 
+/// POSTs a JSON body with an `Authorization` header of `authorization`
+/// (none when `None`).
+pub fn post_json_authorized(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> Response {
+    let mut client = Client::connect(addr);
+    let auth = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
+        .unwrap_or_default();
+    client.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    client.response().expect("an answer")
+}
+
+/// Polls `/v1/downloads/{id}` until the job is no longer running (up to
+/// `limit`); returns its last status document.
+pub fn wait_for_job(sidecar: &Proc, id: &str, limit: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = get(sidecar.addr, &format!("/v1/downloads/{id}")).json();
+        if status["state"] != "running" {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} still running: {status}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Deterministic bytes that do not compress (xorshift).
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
