@@ -63,28 +63,15 @@ fn s3_ranges_shorter_than_asked_are_completed_and_verified() {
     );
 }
 
-/// Replaces the large object of `fixture` with other bytes of the same
-/// size once `proxy` has relayed a few MiB of it: a new version uploaded
-/// while the download runs.
-fn replace_midway(fixture: &crate::download::Fixture, proxy: &Proxy) -> Vec<u8> {
-    let key = fixture
-        .server
-        .root
-        .join("models/llama/weights/model-00001-of-00001.safetensors");
-    eventually("the download is under way", || {
-        proxy.bytes.load(SeqCst) > 4 * MIB as u64
-    });
-    let newer = noise(fixture.large.len(), 77);
-    let staged = key.with_extension("staged");
-    std::fs::write(&staged, &newer).unwrap();
-    std::fs::rename(&staged, &key).unwrap();
-    newer
-}
-
-#[test]
-fn s3_object_replaced_midway_is_refused_then_fetched_whole() {
-    let fixture = bucket("s3-changed", 3);
-    // 2 workers at 8 MiB/s each: the 9 parts of the large file take seconds.
+/// Downloads `fixture`'s prefix asynchronously through a proxy slow
+/// enough (2 workers at 8 MiB/s each: the 9 parts of the large file take
+/// seconds) to replace the large object with other bytes of the same size
+/// once a few MiB have arrived: a new version uploaded while the download
+/// runs. Returns the job's final status, the new bytes and the sidecar.
+fn download_while_replaced(
+    fixture: &crate::download::Fixture,
+    out: &Path,
+) -> (serde_json::Value, Vec<u8>, Proc, Proc) {
     let slow = Proxy::start(
         fixture.server.addr,
         Faults {
@@ -92,11 +79,10 @@ fn s3_object_replaced_midway_is_refused_then_fetched_whole() {
             ..Faults::default()
         },
     );
-    let (_engine, sidecar) = sidecar_with_engine();
-    let out = temp_dir("s3-changed-out");
+    let (engine, sidecar) = sidecar_with_engine();
     let body = download_body(
         "s3://models/llama",
-        &out,
+        out,
         &s3_config(&slow.endpoint()),
         r#"{"max_workers": 2, "async_download": true}"#,
     );
@@ -104,8 +90,26 @@ fn s3_object_replaced_midway_is_refused_then_fetched_whole() {
         .as_str()
         .unwrap()
         .to_owned();
-    let newer = replace_midway(&fixture, &slow);
+    let key = fixture
+        .server
+        .root
+        .join("models/llama/weights/model-00001-of-00001.safetensors");
+    eventually("the download is under way", || {
+        slow.bytes.load(SeqCst) > 4 * MIB as u64
+    });
+    let newer = noise(fixture.large.len(), 77);
+    let staged = key.with_extension("staged");
+    std::fs::write(&staged, &newer).unwrap();
+    std::fs::rename(&staged, &key).unwrap();
     let status = wait_for_job(&sidecar, &id, patience());
+    (status, newer, engine, sidecar)
+}
+
+#[test]
+fn s3_object_replaced_midway_is_refused_then_fetched_whole() {
+    let fixture = bucket("s3-changed", 3);
+    let out = temp_dir("s3-changed-out");
+    let (status, newer, _engine, sidecar) = download_while_replaced(&fixture, &out);
     assert_eq!(status["state"], "failed", "{status}");
     let error = status["error"].as_str().unwrap();
     assert!(
@@ -143,27 +147,8 @@ fn s3_object_replaced_midway_on_a_store_without_if_match_never_lands() {
         &old,
     );
     let fixture = crate::download::Fixture { server, large: old };
-    let slow = Proxy::start(
-        fixture.server.addr,
-        Faults {
-            bytes_per_second: 8 * MIB as u64,
-            ..Faults::default()
-        },
-    );
-    let (_engine, sidecar) = sidecar_with_engine();
     let out = temp_dir("s3-changed-unconditional-out");
-    let body = download_body(
-        "s3://models/llama",
-        &out,
-        &s3_config(&slow.endpoint()),
-        r#"{"max_workers": 2, "async_download": true}"#,
-    );
-    let id = post_json(sidecar.addr, "/v1/download_model", &body).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    replace_midway(&fixture, &slow);
-    let status = wait_for_job(&sidecar, &id, patience());
+    let (status, _, _engine, sidecar) = download_while_replaced(&fixture, &out);
     // The store mixed the versions; the ETag of the listing catches it.
     assert_eq!(status["state"], "failed", "{status}");
     let error = status["error"].as_str().unwrap();
