@@ -241,7 +241,13 @@ pub async fn serve_connection<S: Service>(
     let mut input = Vec::new();
     let mut output = Vec::new();
     loop {
-        let request = match read_request(&mut stream, &mut input, config, shutdown).await {
+        if input.is_empty() && !wait_for_request(&stream, config, shutdown).await {
+            return;
+        }
+        // Boxed, as the handler below: an idle connection's future is
+        // then only this loop's state, a few hundred bytes.
+        let next = Box::pin(read_request(&mut stream, &mut input, config)).await;
+        let request = match next {
             Next::Request(request) => request,
             Next::Close => return,
             Next::Refuse(error) => {
@@ -261,7 +267,10 @@ pub async fn serve_connection<S: Service>(
             request.http10,
             keep_alive,
         );
-        let result = service.call(request, &mut res).await;
+        // Boxed: a handler's state (a scrape's buffers and upstream
+        // client) would otherwise be part of every connection's future,
+        // kilobytes held by each idle keep-alive connection.
+        let result = Box::pin(service.call(request, &mut res)).await;
         if result.is_ok() && !res.is_sent() {
             res.close_after();
             let _ = res
@@ -273,7 +282,8 @@ pub async fn serve_connection<S: Service>(
         }
         if input.is_empty() {
             // Nothing pipelined: the connection goes idle, and an idle
-            // keep-alive connection holds no buffer (see `read_request`).
+            // keep-alive connection holds no buffer.
+            input = Vec::new();
             output = Vec::new();
         }
     }
@@ -297,50 +307,35 @@ async fn linger(stream: &mut TcpStream) {
     let _ = monoio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Reads the next request, head and body, from `input` and the socket.
-async fn read_request(
-    stream: &mut TcpStream,
-    input: &mut Vec<u8>,
-    config: &ServerConfig,
-    shutdown: &Shutdown,
-) -> Next {
-    let mut deadline = None;
+/// Waits for the first byte of the next request, holding no buffer (an
+/// io_uring read would pin one: with thousands of idle keep-alive
+/// connections, 8 KB each would be most of the sidecar's memory). False
+/// when the connection closed or idled out, or the server is stopping.
+async fn wait_for_request(stream: &TcpStream, config: &ServerConfig, shutdown: &Shutdown) -> bool {
+    monoio::select! {
+        ready = monoio::time::timeout(config.idle_timeout, stream.readable(false)) => {
+            matches!(ready, Ok(Ok(())))
+        }
+        _ = shutdown.wait() => false,
+    }
+}
+
+/// Reads the next request, head and body, from `input` and the socket;
+/// it has begun to arrive, and must be whole within the read timeout.
+async fn read_request(stream: &mut TcpStream, input: &mut Vec<u8>, config: &ServerConfig) -> Next {
+    let deadline = Instant::now() + config.read_timeout;
     let (mut request, head_len) = loop {
         match parse_head(input, &config.limits) {
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(error) => return Next::Refuse(error),
         }
-        let idle = input.is_empty();
-        if idle {
-            // Nothing of a request yet: wait up to the idle timeout, and
-            // give up at once on shutdown. The wait holds no buffer (an
-            // io_uring read would pin one): with thousands of idle
-            // keep-alive connections, 8 KB each would be most of the
-            // sidecar's memory.
-            *input = Vec::new();
-            let next = async {
-                stream.readable(false).await?;
-                read_more(stream, input).await
-            };
-            let read = monoio::select! {
-                read = monoio::time::timeout(config.idle_timeout, next) => read,
-                _ = shutdown.wait() => return Next::Close,
-            };
-            match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Next::Close,
-                Ok(Ok(_)) => deadline = Some(Instant::now() + config.read_timeout),
-            }
-        } else {
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + config.read_timeout);
-            match read_until(stream, input, deadline, config).await {
-                Ok(0) => return Next::Close,
-                Ok(_) => {}
-                Err(next) => return next,
-            }
+        match read_until(stream, input, deadline, config).await {
+            Ok(0) => return Next::Close,
+            Ok(_) => {}
+            Err(next) => return next,
         }
     };
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + config.read_timeout);
     input.drain(..head_len);
 
     if request.expect_continue && request.framing != BodyFraming::None && input.is_empty() {
