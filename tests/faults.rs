@@ -434,3 +434,64 @@ fn unresolvable_engine_host_does_not_stop_the_sidecar() {
         response.detail()
     );
 }
+
+/// An engine that writes its answer's head at once and then its body one
+/// byte at a time, `pause` apart (`forever`: never finishing).
+fn trickling_engine(body: Vec<u8>, pause: Duration, forever: bool) -> RawServer {
+    // Forever: far more bytes promised than will ever come.
+    let length = body.len() + if forever { 1 << 30 } else { 0 };
+    RawServer::start(move |mut stream| {
+        read_request_head(&mut stream);
+        let _ = stream.set_nodelay(true);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        for byte in &body {
+            if stream.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(pause);
+        }
+        while forever && stream.write_all(b"#").is_ok() {
+            std::thread::sleep(pause);
+        }
+    })
+}
+
+#[test]
+fn engine_answering_byte_by_byte() {
+    let body = b"# HELP vllm:num_requests_waiting Requests waiting.\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\"} 3.0\n".to_vec();
+    // Slow but within the request timeout: served whole, and standardized.
+    let slow = trickling_engine(body.clone(), Duration::from_millis(2), false);
+    let sidecar = Sidecar::new("vllm", slow.addr).start();
+    let response = get(sidecar.addr, "/metrics");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.complete);
+    assert!(response.body.starts_with(&body));
+    assert!(
+        response.text().contains("matrixinfer:num_requests_waiting"),
+        "{}",
+        response.text()
+    );
+    still_serving(&sidecar);
+
+    // A body that never ends: the request timeout covers the whole
+    // exchange, so the scrape ends rather than hang; as the first 32 KiB
+    // never came, nothing had gone out yet, and the answer is a clean 504.
+    // (A stream already under way is cut instead:
+    // `truncated_body_cuts_the_stream`.)
+    let endless = trickling_engine(body, Duration::from_millis(2), true);
+    let sidecar = Sidecar::new("vllm", endless.addr)
+        .arg("--request-timeout")
+        .arg("1")
+        .start();
+    let response = get(sidecar.addr, "/metrics");
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert!(
+        response.detail().contains("within 1s"),
+        "{}",
+        response.detail()
+    );
+    still_serving(&sidecar);
+}
