@@ -218,6 +218,28 @@ fn s3_credentials_refused_for_other_reasons_are_not_retried_as_skew() {
     assert!(!sidecar.log().contains("clock differs"));
 }
 
+/// A sidecar whose `volume` (a directory it returns) is a tmpfs of
+/// `mib` MiB, in a mount namespace of its own (no root needed where user
+/// namespaces are allowed).
+fn sidecar_with_a_small_volume(name: &str, mib: u32) -> (Proc, Proc, std::path::PathBuf) {
+    let engine = Engine::flavor("vllm-v1").size("50k").start();
+    let volume = temp_dir(name);
+    let mount = format!(
+        "mount -t tmpfs -o size={mib}m tmpfs {} && exec \"$0\" \"$@\"",
+        volume.display()
+    );
+    let sidecar = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .launcher(&["unshare", "--map-root-user", "--mount", "sh", "-c", &mount])
+        .start();
+    (engine, sidecar, volume)
+}
+
+/// `path` as `sidecar` sees it, through its mount namespace.
+fn seen_by(sidecar: &Proc, path: &Path) -> std::path::PathBuf {
+    Path::new(&format!("/proc/{}/root", sidecar.child.id())).join(path.strip_prefix("/").unwrap())
+}
+
 /// Files are preallocated before any byte is fetched, so a model larger
 /// than the volume fails at once rather than after filling it, and space
 /// taken is space kept: nothing else filling the disk later can make a
@@ -225,18 +247,7 @@ fn s3_credentials_refused_for_other_reasons_are_not_retried_as_skew() {
 #[test]
 fn disk_full_is_507_and_gives_the_space_back() {
     let fixture = bucket("s3-full", 4);
-    let engine = Engine::flavor("vllm-v1").size("50k").start();
-    let volume = temp_dir("s3-full-volume");
-    // A 32 MiB tmpfs as the model volume, in a mount namespace of the
-    // sidecar's own (no root needed where user namespaces are allowed).
-    let mount = format!(
-        "mount -t tmpfs -o size=32m tmpfs {} && exec \"$0\" \"$@\"",
-        volume.display()
-    );
-    let sidecar = Sidecar::new("vllm", engine.addr)
-        .workers(1)
-        .launcher(&["unshare", "--map-root-user", "--mount", "sh", "-c", &mount])
-        .start();
+    let (_engine, sidecar, volume) = sidecar_with_a_small_volume("s3-full-volume", 32);
     let out = volume.join("llama");
     let response = post_json(
         sidecar.addr,
@@ -262,10 +273,9 @@ fn disk_full_is_507_and_gives_the_space_back() {
         ),
         1.0
     );
-    // What is left on the volume, seen through the sidecar's own mount
-    // namespace: no unverified file anywhere, and the space given back.
-    let seen = Path::new(&format!("/proc/{}/root", sidecar.child.id()))
-        .join(volume.strip_prefix("/").unwrap());
+    // What is left on the volume: no unverified file anywhere, and the
+    // space given back.
+    let seen = seen_by(&sidecar, &volume);
     let files = files_below(&seen);
     assert!(
         files
@@ -292,6 +302,55 @@ fn disk_full_is_507_and_gives_the_space_back() {
     );
     assert_eq!(response.status, 200, "{}", response.text());
     assert_same_tree(&fixture.server.root.join("models/llama"), &roomy);
+}
+
+/// The space a download needs is taken before it fetches: another
+/// writer filling the volume midway cannot make it fail. (The small
+/// bookkeeping writes that could, the verified log and the resume
+/// journal, are not worth failing a verified download for.)
+#[test]
+fn a_volume_filled_by_another_writer_midway_does_not_fail_the_download() {
+    let fixture = bucket("s3-filled", 40);
+    let slow = Proxy::start(
+        fixture.server.addr,
+        Faults {
+            bytes_per_second: 16 * MIB as u64,
+            ..Faults::default()
+        },
+    );
+    let (_engine, sidecar, volume) = sidecar_with_a_small_volume("s3-filled-volume", 96);
+    let out = volume.join("llama");
+    let body = download_body(
+        "s3://models/llama",
+        &out,
+        &s3_config(&slow.endpoint()),
+        r#"{"max_workers": 2, "async_download": true}"#,
+    );
+    let id = post_json(sidecar.addr, "/v1/download_model", &body).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the download is under way", || {
+        slow.bytes.load(SeqCst) > 8 * MIB as u64
+    });
+    // Someone else takes every byte left.
+    let mut filler = std::fs::File::create(seen_by(&sidecar, &volume).join("filler")).unwrap();
+    let chunk = vec![7u8; MIB];
+    let full = loop {
+        if let Err(e) = std::io::Write::write_all(&mut filler, &chunk) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(28), "{full}");
+    let status = wait_for_job(&sidecar, &id, patience());
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_same_tree(
+        &fixture.server.root.join("models/llama"),
+        &seen_by(&sidecar, &out),
+    );
+    // The full disk did refuse the bookkeeping; the download stood.
+    assert!(sidecar.log().contains("not recorded"), "{}", sidecar.log());
+    still_serving(&sidecar);
 }
 
 #[test]

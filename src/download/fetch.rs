@@ -433,8 +433,11 @@ impl FileState {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_mut()
             {
-                writeln!(journal, "{part}")
-                    .map_err(|e| DownloadError::local("cannot write", &self.journal_path, e))?;
+                // Only a resume needs the line: without it, that part
+                // is fetched again.
+                if let Err(e) = writeln!(journal, "{part}") {
+                    tracing::warn!(journal = %self.journal_path.display(), error = %e, "cannot record a finished part");
+                }
             }
         }
         Ok(self.remaining.fetch_sub(1, Relaxed) == 1)
@@ -486,7 +489,7 @@ impl FileState {
         verified
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(&self.target, &self.file)?;
+            .record(&self.target, &self.file);
         progress.files_done.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -619,24 +622,28 @@ impl VerifiedLog {
             .map_err(|e| DownloadError::local("cannot read", target, e))?;
         let ok = file.expect.check(&digest).is_ok();
         if ok {
-            self.record(target, file)?;
+            self.record(target, file);
         }
         Ok(ok)
     }
 
-    fn record(&mut self, target: &Path, file: &RemoteFile) -> Result<(), DownloadError> {
-        let meta = std::fs::metadata(target)
-            .map_err(|e| DownloadError::local("cannot stat", target, e))?;
-        let entry = (file.size, mtime_nanos(&meta), check_key(file));
-        let line = format!("{} {} {} {}\n", entry.0, entry.1, entry.2, file.rel);
-        self.entries.insert(target.to_path_buf(), entry);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| DownloadError::local("cannot write", &self.path, e))?;
-        log.write_all(line.as_bytes())
-            .map_err(|e| DownloadError::local("cannot write", &self.path, e))
+    /// Records a verified file. Failing to is no reason to fail the
+    /// download (a disk someone else filled, say): the file is verified
+    /// and in place, and the next run checks its bytes again.
+    fn record(&mut self, target: &Path, file: &RemoteFile) {
+        let written = std::fs::metadata(target).and_then(|meta| {
+            let entry = (file.size, mtime_nanos(&meta), check_key(file));
+            let line = format!("{} {} {} {}\n", entry.0, entry.1, entry.2, file.rel);
+            self.entries.insert(target.to_path_buf(), entry);
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?
+                .write_all(line.as_bytes())
+        });
+        if let Err(e) = written {
+            tracing::warn!(file = %file.rel, log = %self.path.display(), error = %e, "verified and in place, but not recorded; the next run checks its bytes again");
+        }
     }
 }
 
