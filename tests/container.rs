@@ -5,7 +5,7 @@
 //! it does must work there, and a download aimed at the read-only part
 //! gets a clear 403.
 
-use crate::download::{assert_same_tree, bucket, download_body, s3_config};
+use crate::download::{assert_same_tree, bucket, download_llama};
 use crate::util::*;
 
 #[test]
@@ -63,30 +63,17 @@ fn runs_as_nobody_on_a_read_only_root_filesystem() {
     assert_eq!(get(sidecar.addr, "/health").status, 200);
 
     let out = volume.join("llama");
-    let ok = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body(
-            "s3://models/llama",
-            &out,
-            &s3_config(&fixture.server.endpoint()),
-            "",
-        ),
-    );
+    let ok = download_llama(&sidecar, &fixture.server.endpoint(), &out, "");
     assert_eq!(ok.status, 200, "{}", ok.text());
     let seen = std::path::Path::new(&format!("/proc/{}/root", sidecar.child.id()))
         .join(out.strip_prefix("/").unwrap());
     assert_same_tree(&fixture.server.root.join("models/llama"), &seen);
 
-    let refused = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body(
-            "s3://models/llama",
-            std::path::Path::new("/opt/models/llama"),
-            &s3_config(&fixture.server.endpoint()),
-            "",
-        ),
+    let refused = download_llama(
+        &sidecar,
+        &fixture.server.endpoint(),
+        std::path::Path::new("/opt/models/llama"),
+        "",
     );
     assert_eq!(refused.status, 403, "{}", refused.text());
     let detail = refused.detail();

@@ -40,6 +40,23 @@ pub fn download_body(source: &str, output_dir: &Path, config: &str, extra: &str)
     body.to_string()
 }
 
+/// Downloads the fixture's `s3://models/llama` from `endpoint` into `out`
+/// (`extra`: more request fields, as JSON).
+pub fn download_llama(sidecar: &Proc, endpoint: &str, out: &Path, extra: &str) -> Response {
+    post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body("s3://models/llama", out, &s3_config(endpoint), extra),
+    )
+}
+
+/// Posts an async request (`body` must ask for one) and returns its job id.
+pub fn start_job(sidecar: &Proc, path: &str, body: &str) -> String {
+    let response = post_json(sidecar.addr, path, body);
+    assert_eq!(response.status, 202, "{}", response.text());
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
 pub struct Fixture {
     pub server: S3Server,
     pub large: Vec<u8>,

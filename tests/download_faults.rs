@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use crate::download::{
-    MIB, assert_same_tree, bucket, download_body, hub_files, hub_repo, s3_config,
+    MIB, assert_same_tree, bucket, download_body, download_llama, hub_files, hub_repo, s3_config,
+    start_job,
 };
 use crate::hub::{Hub, HubFaults};
 use crate::proxy::{Faults, Proxy, ShortRanges};
@@ -44,11 +45,7 @@ fn s3_ranges_shorter_than_asked_are_completed_and_verified() {
     let short = ShortRanges::start(fixture.server.addr);
     let (_engine, sidecar) = sidecar_with_engine();
     let out = temp_dir("s3-short-out");
-    let response = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body("s3://models/llama", &out, &s3_config(&short.endpoint()), ""),
-    );
+    let response = download_llama(&sidecar, &short.endpoint(), &out, "");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_same_tree(&fixture.server.root.join("models/llama"), &out);
     assert!(
@@ -86,10 +83,7 @@ fn download_while_replaced(
         &s3_config(&slow.endpoint()),
         r#"{"max_workers": 2, "async_download": true}"#,
     );
-    let id = post_json(sidecar.addr, "/v1/download_model", &body).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_job(&sidecar, "/v1/download_model", &body);
     let key = fixture
         .server
         .root
@@ -171,16 +165,7 @@ fn s3_signatures_from_a_clock_an_hour_behind_are_corrected() {
         .launcher(&["faketime", "-f", "-1h"])
         .start();
     let out = temp_dir("s3-skew-out");
-    let response = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body(
-            "s3://models/llama",
-            &out,
-            &s3_config(&fixture.server.endpoint()),
-            "",
-        ),
-    );
+    let response = download_llama(&sidecar, &fixture.server.endpoint(), &out, "");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_same_tree(&fixture.server.root.join("models/llama"), &out);
     let log = sidecar.log();
@@ -249,16 +234,7 @@ fn disk_full_is_507_and_gives_the_space_back() {
     let fixture = bucket("s3-full", 4);
     let (_engine, sidecar, volume) = sidecar_with_a_small_volume("s3-full-volume", 32);
     let out = volume.join("llama");
-    let response = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body(
-            "s3://models/llama",
-            &out,
-            &s3_config(&fixture.server.endpoint()),
-            "",
-        ),
-    );
+    let response = download_llama(&sidecar, &fixture.server.endpoint(), &out, "");
     assert_eq!(response.status, 507, "{}", response.text());
     assert!(
         response.detail().contains("no space left on the device"),
@@ -290,16 +266,7 @@ fn disk_full_is_507_and_gives_the_space_back() {
     assert!(used < MIB as u64, "{used} bytes still used: {files:?}");
     // The same download to a volume with room works.
     let roomy = temp_dir("s3-full-roomy");
-    let response = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body(
-            "s3://models/llama",
-            &roomy,
-            &s3_config(&fixture.server.endpoint()),
-            "",
-        ),
-    );
+    let response = download_llama(&sidecar, &fixture.server.endpoint(), &roomy, "");
     assert_eq!(response.status, 200, "{}", response.text());
     assert_same_tree(&fixture.server.root.join("models/llama"), &roomy);
 }
@@ -326,10 +293,7 @@ fn a_volume_filled_by_another_writer_midway_does_not_fail_the_download() {
         &s3_config(&slow.endpoint()),
         r#"{"max_workers": 2, "async_download": true}"#,
     );
-    let id = post_json(sidecar.addr, "/v1/download_model", &body).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_job(&sidecar, "/v1/download_model", &body);
     eventually("the download is under way", || {
         slow.bytes.load(SeqCst) > 8 * MIB as u64
     });
@@ -397,10 +361,7 @@ fn huggingface_always_failing_gives_up_with_a_clear_error() {
         &config.to_string(),
         r#"{"async_download": true}"#,
     );
-    let id = post_json(sidecar.addr, "/v1/download_model", &body).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_job(&sidecar, "/v1/download_model", &body);
     // Still answering while the job backs off.
     still_serving(&sidecar);
     // 8 attempts with exponential backoff: about 15 s, up to 30.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::download::{assert_same_tree, bucket, download_body, s3_config};
+use crate::download::{assert_same_tree, bucket, download_llama};
 use crate::util::*;
 
 const SCRAPERS: usize = 4;
@@ -115,15 +115,11 @@ fn everything_at_once(driver: &str) {
 
     let out = temp_dir(&format!("load-out-{driver}"));
     let started = Instant::now();
-    let response = post_json(
-        sidecar.addr,
-        "/v1/download_model",
-        &download_body(
-            "s3://models/llama",
-            &out,
-            &s3_config(&fixture.server.endpoint()),
-            r#"{"max_workers": 8}"#,
-        ),
+    let response = download_llama(
+        &sidecar,
+        &fixture.server.endpoint(),
+        &out,
+        r#"{"max_workers": 8}"#,
     );
     let download_took = started.elapsed();
     // Keep the scrapes going a little past the download.
