@@ -1,7 +1,7 @@
 //! What WASM filters add to the relabel: relabel alone, relabel with a
 //! pass-through filter (selecting a few families, and everything), and with
-//! the add-labels example, on ~100 KB and ~1 MB vLLM payloads; plus the cost
-//! of building an instance (paid at start and after a failure, never per
+//! the add-labels example, on ~100 KB and ~1 MB vLLM payloads; the output
+//! check alone; and the cost of building an instance (paid at start and after a failure, never per
 //! scrape).
 //!
 //! Needs the filters built:
@@ -15,7 +15,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use matrixinfer_runtime::filter::{FilterChain, FilterHost, FilterLimits, FilterSpec, host};
+use matrixinfer_runtime::filter::validate::{Checker, Presence, Scope};
+use matrixinfer_runtime::filter::{
+    FilterChain, FilterHost, FilterLimits, FilterSet, FilterSpec, host,
+};
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::relabel::Router;
 use matrixinfer_runtime::prom::standard::VLLM;
@@ -46,18 +49,22 @@ fn payload(size: usize) -> Vec<u8> {
 /// One scrape's CPU work: relabel, then the filters, then the tail.
 fn scrape(
     relabeler: &mut Relabeler,
-    chain: Option<&mut FilterChain>,
+    chain: Option<(&mut FilterChain, &Arc<FilterSet>)>,
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
+    if let Some((_, set)) = &chain {
+        let router: Arc<dyn Router> = (*set).clone();
+        relabeler.set_router(Some(router));
+    }
     relabeler.reset();
     out.clear();
     for chunk in body.chunks(64 * 1024) {
         relabeler.feed(chunk, out);
     }
     relabeler.finish_body(out);
-    if let Some(chain) = chain {
-        chain.run(relabeler, out);
+    if let Some((chain, set)) = chain {
+        chain.run(set, relabeler, out).expect("filters run");
     }
     relabeler.close(out);
     out.len()
@@ -67,7 +74,7 @@ fn setup(
     dir: &std::path::Path,
     name: &str,
     config: &str,
-) -> Option<(FilterHost, FilterChain, Relabeler)> {
+) -> Option<(Arc<FilterHost>, FilterChain, Relabeler)> {
     let path = dir.join(format!("{name}.wasm"));
     if !path.is_file() {
         return None;
@@ -76,19 +83,18 @@ fn setup(
         deadline: std::time::Duration::from_secs(1),
         ..FilterLimits::default()
     };
-    let host = FilterHost::load(
-        &[FilterSpec {
-            path,
-            config: config.into(),
-        }],
-        limits,
-    )
-    .expect("filter loads");
-    let chain = FilterChain::new(&host);
-    let mut relabeler = Relabeler::new(VLLM);
-    let router: Arc<dyn Router> = chain.router();
-    relabeler.set_router(Some(router));
-    Some((host, chain, relabeler))
+    let host = Arc::new(
+        FilterHost::load(
+            &[FilterSpec {
+                path,
+                config: config.into(),
+            }],
+            limits,
+        )
+        .expect("filter loads"),
+    );
+    let chain = FilterChain::new(host.clone());
+    Some((host, chain, Relabeler::new(VLLM)))
 }
 
 fn bench(c: &mut Criterion) {
@@ -124,13 +130,38 @@ fn bench(c: &mut Criterion) {
             ),
         ];
         for (case, name, config) in cases {
-            let Some((_host, mut chain, mut relabeler)) = setup(&dir, name, config) else {
+            let Some((host, mut chain, mut relabeler)) = setup(&dir, name, config) else {
                 continue;
             };
+            let set = host.current();
             group.bench_with_input(BenchmarkId::new(case, label), &body, |b, body| {
-                b.iter(|| scrape(&mut relabeler, Some(&mut chain), black_box(body), &mut out))
+                b.iter(|| {
+                    scrape(
+                        &mut relabeler,
+                        Some((&mut chain, &set)),
+                        black_box(body),
+                        &mut out,
+                    )
+                })
             });
         }
+        // The full output check alone, on the whole relabeled payload as a
+        // filter would return it changed (a pass-through filter's output
+        // skips it: it is byte for byte what the filter was given).
+        let mut relabeled = Vec::new();
+        scrape(&mut plain, None, &body, &mut relabeled);
+        let mut checker = Checker::default();
+        group.bench_with_input(
+            BenchmarkId::new("output_check_only", label),
+            &relabeled,
+            |b, text| {
+                b.iter(|| {
+                    checker
+                        .check(black_box(text), &NewScope, |_, _| {})
+                        .expect("valid")
+                })
+            },
+        );
     }
     group.finish();
 
@@ -141,15 +172,28 @@ fn bench(c: &mut Criterion) {
             continue;
         };
         let limits = host.limits;
+        let set = host.current();
         group.bench_function(BenchmarkId::new("instantiate_and_init", name), |b| {
             b.iter(|| {
-                host::instantiate(&host.engine, &host.filters[0], &limits)
+                host::instantiate(host.engine(), &set.filters[0], &limits)
                     .map(|_| ())
                     .expect("instantiates")
             })
         });
     }
     group.finish();
+}
+
+/// A scrape in which every family of the output is the filter's.
+struct NewScope;
+
+impl Scope for NewScope {
+    fn selects(&self, _: &[u8]) -> bool {
+        true
+    }
+    fn presence(&self, _: &[u8]) -> Presence {
+        Presence::Mine
+    }
 }
 
 criterion_group!(benches, bench);

@@ -12,13 +12,12 @@ use http::{Method, StatusCode};
 use crate::access::{Access, Denied};
 use crate::download::{self, jobs::Jobs};
 use crate::errors;
-use crate::filter::FilterChain;
+use crate::filter::{FilterChain, FilterHost};
 use crate::http::gzip::GzipEncoder;
 use crate::http::{Request, Responder, Service};
 use crate::lora::{self, Lora};
 use crate::pipeline;
 use crate::prom::Relabeler;
-use crate::prom::relabel::Router;
 use crate::prom::standard::StandardName;
 use crate::stats::{Stats, WorkerStats};
 use crate::upstream::EngineClient;
@@ -41,6 +40,8 @@ pub struct App {
     pub lora: Arc<Lora>,
     /// This worker's filter instances.
     pub filters: RefCell<FilterChain>,
+    /// The filters of the process (for reloads).
+    pub filter_host: Arc<FilterHost>,
     /// The API token and the directories writes are confined to.
     pub access: Arc<Access>,
     table: &'static [StandardName],
@@ -79,6 +80,7 @@ impl App {
             engine,
             jobs: lora.jobs().clone(),
             lora,
+            filter_host: filters.host().clone(),
             filters: RefCell::new(filters),
             access,
             table,
@@ -98,15 +100,7 @@ impl App {
             plain: Vec::new(),
             wire: Vec::new(),
             gzip: None,
-            relabeler: {
-                let mut relabeler = Relabeler::new(self.table);
-                let filters = self.filters.borrow();
-                if !filters.is_empty() {
-                    let router: Arc<dyn Router> = filters.router();
-                    relabeler.set_router(Some(router));
-                }
-                relabeler
-            },
+            relabeler: Relabeler::new(self.table),
         })
     }
 
@@ -115,6 +109,37 @@ impl App {
         let mut pool = self.scratch.borrow_mut();
         if pool.len() < MAX_IDLE_SCRATCH {
             pool.push(scratch);
+        }
+    }
+
+    /// Compiles the configured filters again, off the worker, and swaps
+    /// them in; 422 (the running set stays) when one fails to load.
+    async fn reload_filters(&self, res: &mut Responder<'_>) -> io::Result<()> {
+        let host = self.filter_host.clone();
+        let (tx, rx) = flume::bounded(1);
+        let spawned = std::thread::Builder::new()
+            .name("filter-reload".into())
+            .spawn(move || {
+                let _ = tx.send(host.reload());
+            });
+        if let Err(e) = spawned {
+            let detail = format!("Cannot reload the filters: {e}");
+            return res.error(StatusCode::SERVICE_UNAVAILABLE, &detail).await;
+        }
+        match rx.recv_async().await {
+            Ok(Ok(names)) => {
+                let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+                let body = serde_json::json!({ "status": "reloaded", "filters": names });
+                res.json(StatusCode::OK, &body).await
+            }
+            Ok(Err(e)) => {
+                let detail = format!("Filter reload failed; the running filters stay: {e}");
+                res.error(StatusCode::UNPROCESSABLE_ENTITY, &detail).await
+            }
+            Err(_) => {
+                let detail = "Filter reload failed: the reload thread stopped";
+                res.error(StatusCode::INTERNAL_SERVER_ERROR, detail).await
+            }
         }
     }
 
@@ -167,9 +192,19 @@ impl Service for App {
                 }
                 lora::handle_unload(&self.lora, &req, res).await
             }
-            ("/v1/download_model" | "/v1/load_lora_adapter" | "/v1/unload_lora_adapter", _) => {
-                res.method_not_allowed("POST").await
+            ("/v1/filters/reload", &Method::POST) => {
+                if let Err(denied) = self.access.authorize(&req) {
+                    return refuse(res, denied).await;
+                }
+                self.reload_filters(res).await
             }
+            (
+                "/v1/download_model"
+                | "/v1/load_lora_adapter"
+                | "/v1/unload_lora_adapter"
+                | "/v1/filters/reload",
+                _,
+            ) => res.method_not_allowed("POST").await,
             (path, _) if path.starts_with("/v1/downloads/") => res.method_not_allowed("GET").await,
             _ => res.error(StatusCode::NOT_FOUND, "Not Found").await,
         }

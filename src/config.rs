@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::access::{Access, Secret};
 use crate::engine::{Engine, UnsupportedEngine};
-use crate::filter::{FilterLimits, FilterSpec};
+use crate::filter::{FilterLimits, FilterSpec, OnError, Recovery};
 use crate::http::{ConnectionLimit, DEFAULT_MAX_CONNECTIONS, Limits, ServerConfig};
 use crate::kv_events::{Index, KvEventsConfig, RedisTarget};
 use crate::runtime::DriverChoice;
@@ -101,6 +101,15 @@ pub struct ServeArgs {
     /// Consecutive failures after which a filter is switched off.
     #[arg(long, env = "MATRIXINFER_FILTER_MAX_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub filter_max_failures: u32,
+    /// What a failed filter call does to the scrape: serve the filter's families unfiltered, drop them, or fail the scrape with a 502 naming the filter.
+    #[arg(long, env = "MATRIXINFER_FILTER_ON_ERROR", value_enum, default_value_t = OnError::Unfiltered)]
+    pub filter_on_error: OnError,
+    /// Milliseconds a switched-off filter waits before it is tried again; doubles after each failed trial.
+    #[arg(long, env = "MATRIXINFER_FILTER_COOLDOWN_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub filter_cooldown_ms: u64,
+    /// The longest cool-down of a switched-off filter, in milliseconds.
+    #[arg(long, env = "MATRIXINFER_FILTER_MAX_COOLDOWN_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub filter_max_cooldown_ms: u64,
     /// Seconds LoRA calls keep retrying an engine that refuses connections (it may be starting).
     #[arg(long, env = "MATRIXINFER_ENGINE_RETRY_WINDOW", default_value = "30", value_parser = parse_seconds)]
     pub engine_retry_window: Duration,
@@ -450,7 +459,14 @@ impl Config {
             deadline: Duration::from_millis(args.filter_deadline_ms),
             memory: args.filter_memory_mb as usize * 1024 * 1024,
             max_output: args.filter_max_output_mb as usize * 1024 * 1024,
-            max_failures: args.filter_max_failures,
+            recovery: Recovery {
+                max_failures: args.filter_max_failures,
+                cooldown: Duration::from_millis(args.filter_cooldown_ms),
+                max_cooldown: Duration::from_millis(
+                    args.filter_max_cooldown_ms.max(args.filter_cooldown_ms),
+                ),
+            },
+            on_error: args.filter_on_error,
         };
         let pod = required(args.pod.clone(), "--pod")?;
         let model = required(args.model.clone(), "--model")?;

@@ -1,22 +1,28 @@
 //! WASM filters: operators' metric transforms, run on every scrape.
 //!
 //! Stage [4] of the metrics path. Filters are WebAssembly modules given on
-//! the command line, compiled once at start ([`host`]); each worker has
-//! its own instances ([`chain`]), so no lock is taken on the scrape path.
-//! A filter selects families by name or prefix ([`select`]); only those
-//! are diverted into it, once per scrape, everything else flows past with
-//! no copy. Calls run under a deadline (epoch interruption), a memory cap
-//! and an output cap; what comes back is checked ([`validate`]) before it
-//! is served. The contract with the guest is [`abi`] (docs/wasm-abi.md).
+//! the command line, compiled at start and on a reload ([`host`]); each
+//! worker has its own instances ([`chain`]), so no lock is taken on the
+//! scrape path. A filter selects families by name or prefix ([`select`]);
+//! only those are diverted into it, once per scrape, everything else flows
+//! past with no copy. Every entry into a guest runs under a deadline
+//! (epoch interruption), with a memory cap and an output cap; what comes
+//! back must be exposition Prometheus accepts ([`validate`]) before it is
+//! served. A failing filter is counted, handled by the failure policy and
+//! switched off for a cool-down when it keeps failing ([`health`]). The
+//! contract with the guest is [`abi`] (docs/wasm-abi.md).
 
 pub mod abi;
 pub mod chain;
+pub mod health;
 pub mod host;
 pub mod select;
 pub mod validate;
 
-pub use chain::FilterChain;
+pub use chain::{FilterChain, FilterFailed};
+pub use health::{OnError, Reason, Recovery};
 pub use host::{FilterHost, FilterLimits, FilterSpec, LoadError};
+pub use select::FilterSet;
 
 /// Reads filter specs from `MATRIXINFER_FILTERS`: a JSON array of
 /// `{"path": "...", "config": "..."}` objects (or of bare paths).

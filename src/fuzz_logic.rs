@@ -51,6 +51,105 @@ pub fn relabel(data: &[u8]) {
     }
 }
 
+/// The engine's side of the filter-boundary property: a small scrape of
+/// real shape (a gauge, a counter, histograms, a `_created` family), whose
+/// `vllm:` families go to the one filter.
+pub const FILTER_SCRAPE: &[u8] = b"# HELP vllm:num_requests_waiting Requests waiting.\n\
+# TYPE vllm:num_requests_waiting gauge\n\
+vllm:num_requests_waiting{model_name=\"m\"} 3.0\n\
+# HELP vllm:generation_tokens_total Generated tokens.\n\
+# TYPE vllm:generation_tokens_total counter\n\
+vllm:generation_tokens_total{model_name=\"m\"} 7.0\n\
+# HELP vllm:e2e_request_latency_seconds Latency.\n\
+# TYPE vllm:e2e_request_latency_seconds histogram\n\
+vllm:e2e_request_latency_seconds_bucket{le=\"1.0\",model_name=\"m\"} 1.0\n\
+vllm:e2e_request_latency_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 2.0\n\
+vllm:e2e_request_latency_seconds_count{model_name=\"m\"} 2.0\n\
+vllm:e2e_request_latency_seconds_sum{model_name=\"m\"} 1.5\n\
+# HELP vllm:e2e_request_latency_seconds_created Latency.\n\
+# TYPE vllm:e2e_request_latency_seconds_created gauge\n\
+vllm:e2e_request_latency_seconds_created{model_name=\"m\"} 1.7e+09\n\
+# HELP process_open_fds Open fds.\n\
+# TYPE process_open_fds gauge\n\
+process_open_fds 12.0\n\
+# HELP lat Not the filter's.\n\
+# TYPE lat histogram\n\
+lat_bucket{le=\"+Inf\"} 1.0\n\
+lat_count 1.0\n\
+lat_sum 0.5\n";
+
+/// Serves `output` as a filter's answer over [`FILTER_SCRAPE`]: checked as
+/// the filter chain checks it, the families served unfiltered when it is
+/// refused, the runtime's own metrics after. Asserts that what is served
+/// is valid exposition by the whole-scrape rules, and returns it (for
+/// `promtool`, an independent parser, in the suite).
+pub fn filter_output(output: &[u8]) -> Vec<u8> {
+    use std::sync::Arc;
+
+    use crate::filter::validate::{Checker, Presence, Scope};
+    use crate::prom::relabel::Router;
+
+    #[derive(Debug)]
+    struct ToFilter;
+    impl Router for ToFilter {
+        fn routes(&self) -> usize {
+            1
+        }
+        fn route(&self, family: &[u8]) -> Option<usize> {
+            family.starts_with(b"vllm:").then_some(0)
+        }
+    }
+    struct Scrape<'r>(&'r Relabeler);
+    impl Scope for Scrape<'_> {
+        fn selects(&self, family: &[u8]) -> bool {
+            family.starts_with(b"vllm:")
+        }
+        fn presence(&self, family: &[u8]) -> Presence {
+            match self.0.seen_route(family) {
+                None => Presence::New,
+                Some(Some(0)) => Presence::Mine,
+                Some(_) => Presence::Elsewhere,
+            }
+        }
+    }
+    struct Everything;
+    impl Scope for Everything {
+        fn selects(&self, _: &[u8]) -> bool {
+            true
+        }
+        fn presence(&self, _: &[u8]) -> Presence {
+            Presence::New
+        }
+        fn is_runtime(&self) -> bool {
+            true
+        }
+    }
+
+    let mut relabeler = Relabeler::new(VLLM);
+    relabeler.set_router(Some(Arc::new(ToFilter)));
+    relabeler.reset();
+    let mut served = Vec::new();
+    relabeler.feed(FILTER_SCRAPE, &mut served);
+    relabeler.finish_body(&mut served);
+    let input = std::mem::take(relabeler.diverted(0));
+    let accepted = Checker::default()
+        .check(output, &Scrape(&relabeler), |_, _| {})
+        .is_ok();
+    served.extend_from_slice(if accepted { output } else { &input });
+    served.extend_from_slice(
+        b"# HELP matrixinfer_runtime_up 1.\n# TYPE matrixinfer_runtime_up gauge\nmatrixinfer_runtime_up 1\n",
+    );
+    relabeler.close(&mut served);
+    if let Err(violation) = Checker::default().check(&served, &Everything, |_, _| {}) {
+        panic!(
+            "served exposition is invalid ({violation}); the filter's output was {}:\n{}",
+            if accepted { "accepted" } else { "refused" },
+            String::from_utf8_lossy(&served)
+        );
+    }
+    served
+}
+
 /// Parses arbitrary bytes as a request head: never panics, never claims
 /// more bytes than it was given, and agrees with itself on any prefix.
 pub fn request(data: &[u8]) {
@@ -243,6 +342,7 @@ pub fn kv_events(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
     use serde_json::{Map, Value, json};
 
     /// Strings a hostile or careless client sends.
@@ -385,8 +485,74 @@ mod tests {
         })
     }
 
+    /// Lines near the boundary of what Prometheus accepts: pieces of good
+    /// and bad exposition, glued in any order, with or without newlines.
+    pub fn filter_output_text() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop::sample::select(vec![
+            "vllm:num_requests_waiting{model_name=\"m\"} 4\n",
+            "# TYPE vllm:num_requests_waiting gauge\n",
+            "# HELP vllm:num_requests_waiting Waiting.\n",
+            "vllm:num_requests_waiting 1\n",
+            "vllm:generation_tokens_total{model_name=\"m\"} 9\n",
+            "# TYPE vllm:e2e_request_latency_seconds histogram\n",
+            "vllm:e2e_request_latency_seconds_bucket{le=\"+Inf\",model_name=\"m\"} 2\n",
+            "vllm:e2e_request_latency_seconds_bucket{le=\"x\"} 2\n",
+            "vllm:e2e_request_latency_seconds_count 2\n",
+            "vllm:e2e_request_latency_seconds 2\n",
+            "lat_count 3\n",
+            "# TYPE lat gauge\n",
+            "process_open_fds 1\n",
+            "matrixinfer_runtime_filter_enabled{filter=\"f\"} 1\n",
+            "# TYPE matrixinfer_runtime_up gauge\n",
+            "new_family{a=\"b\"} 1 1712345678000\n",
+            "# TYPE new_family counter\n",
+            "# TYPE derived summary\n",
+            "derived_sum 1\n",
+            "derived{quantile=\"0.5\"} 1\n",
+            "x 1",
+            "x 1# HELP y z\n",
+            "x{a=\"unterminated} 1\n",
+            "x{a=\"\\q\"} 1\n",
+            "x{a=\"\u{e9}\"} NaN\n",
+            "x{__name__=\"y\"} 1\n",
+            "x{a=\"1\",a=\"2\"} 1\n",
+            "x 1 -1\n",
+            "x 0x1p3\n",
+            "#HELP x y\n",
+            "# TYPE x info\n",
+            "# EOF\n",
+            "\n",
+            "   \n",
+            "# just a comment\n",
+            "\u{0}\n",
+        ]);
+        (
+            prop::collection::vec(piece, 0..12),
+            prop::collection::vec(any::<u8>(), 0..3),
+        )
+            .prop_map(|(pieces, noise)| {
+                let mut text = pieces.concat().into_bytes();
+                // Now and then a raw byte where it hurts most.
+                if let [at, byte, ..] = noise[..] {
+                    let at = usize::from(at) % (text.len() + 1);
+                    text.insert(at, byte);
+                }
+                text
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn filter_outputs(text in filter_output_text()) {
+            super::filter_output(&text);
+        }
+
+        #[test]
+        fn filter_outputs_as_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..96)) {
+            super::filter_output(&data);
+        }
 
         #[test]
         fn json_bodies(body in request_body()) {
@@ -416,6 +582,51 @@ mod tests {
         #[test]
         fn kv_event_payloads_as_raw_bytes(data in prop::collection::vec(any::<u8>(), 0..128)) {
             super::kv_events(&data);
+        }
+    }
+
+    /// What is served for `output`, checked by promtool (Prometheus' own
+    /// `expfmt` parser, independent of ours): a parse error fails.
+    fn promtool_accepts(output: &[u8]) {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let served = super::filter_output(output);
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package prometheus) must be installed");
+        child.stdin.take().unwrap().write_all(&served).unwrap();
+        let result = child.wait_with_output().unwrap();
+        let report = String::from_utf8_lossy(&result.stderr);
+        // Exit 3 is lint advice (names with ':', counters without _total).
+        assert!(
+            matches!(result.status.code(), Some(0 | 3)) && !report.contains("error while linting"),
+            "promtool rejected what was served for {:?}:\n{report}\n{}",
+            String::from_utf8_lossy(output),
+            String::from_utf8_lossy(&served)
+        );
+    }
+
+    /// Every input of the `filter_output` fuzz target's corpus (the issue's
+    /// cases, and what fuzzing kept), and a fixed sample of the proptest
+    /// strategy's texts: promtool accepts what is served for each.
+    #[test]
+    fn promtool_accepts_what_is_served_at_the_filter_boundary() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/filter_output");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).expect("the corpus is in the repository") {
+            promtool_accepts(&std::fs::read(entry.unwrap().path()).unwrap());
+            count += 1;
+        }
+        assert!(count >= 12, "{count} corpus files");
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = filter_output_text();
+        for _ in 0..100 {
+            let text = strategy.new_tree(&mut runner).unwrap().current();
+            promtool_accepts(&text);
         }
     }
 

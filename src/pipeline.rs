@@ -7,16 +7,21 @@
 //! response streams out chunked, gzipped when the client asked. At the end
 //! come the standardized families, [4] the filters' output, the sidecar's
 //! own metrics.
-//! Nothing holds the whole payload: memory per scrape is a few buffers.
+//! Nothing holds the whole payload: memory per scrape is a few buffers
+//! (but under `--filter-on-error fail`, where the response is held until
+//! the filters have run, so that a failure can still be a 502).
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
 
 use crate::app::{App, Scratch};
 use crate::errors;
+use crate::filter::OnError;
 use crate::http::{Request, Responder, StreamBuffers};
+use crate::prom::relabel::Router;
 use crate::stats::ScrapeOutcome;
 use crate::upstream::{Target, UpstreamError};
 
@@ -77,11 +82,20 @@ async fn scrape(
         Err(e) => return (ScrapeOutcome::ClientGone, Err(e)),
     };
 
+    // [4] The filter set this scrape uses throughout, and the families
+    // the relabeler diverts to it.
+    let filter_set = {
+        let filters = app.filters.borrow();
+        (!filters.is_empty()).then(|| filters.begin())
+    };
+    relabeler.set_router(filter_set.clone().map(|set| set as Arc<dyn Router>));
+    let hold = filter_set.is_some() && app.filter_host.limits.on_error == OnError::Fail;
+
     // [2] + [3] Lines through the relabeler as they arrive, [5] out.
     relabeler.reset();
     loop {
         match exchange.read(|data| relabeler.feed(data, body.buf())).await {
-            Ok(true) if body.buf().len() >= FLUSH_AT => {
+            Ok(true) if !hold && body.buf().len() >= FLUSH_AT => {
                 if let Err(e) = body.flush().await {
                     return (ScrapeOutcome::ClientGone, Err(e));
                 }
@@ -108,10 +122,21 @@ async fn scrape(
     drop(exchange);
     relabeler.finish_body(body.buf());
     // [4] The families the filters selected, through them.
-    {
-        let mut filters = app.filters.borrow_mut();
-        if !filters.is_empty() {
-            filters.run(relabeler, body.buf());
+    if let Some(set) = &filter_set {
+        let ran = app.filters.borrow_mut().run(set, relabeler, body.buf());
+        if let Err(failed) = ran {
+            let detail = format!(
+                "Filter {} failed ({}); scrape refused by --filter-on-error fail",
+                failed.filter, failed.reason
+            );
+            let Some(res) = body.abandon() else {
+                tracing::warn!("{detail}; response aborted");
+                return (ScrapeOutcome::FilterFailed, Ok(()));
+            };
+            return (
+                ScrapeOutcome::FilterFailed,
+                res.error(StatusCode::BAD_GATEWAY, &detail).await,
+            );
         }
     }
     app.stats.render(body.buf());

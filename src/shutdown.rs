@@ -10,10 +10,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use event_listener::{Event, Listener};
 
 /// A one-way, process-wide stop signal.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Shutdown {
     triggered: AtomicBool,
     event: Event,
+    /// Set while the process starts: nothing to drain yet, and loading
+    /// (filters, above all) is no reason to ignore a signal.
+    starting: AtomicBool,
+    /// What SIGHUP does (reload the filters), if anything.
+    on_hangup: std::sync::Mutex<Option<Hook>>,
+}
+
+type Hook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+/// Marks the process as starting until dropped: a signal meanwhile ends it
+/// at once.
+#[derive(Debug)]
+pub struct Starting<'s>(&'s Shutdown);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.starting.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Shutdown {
@@ -22,6 +48,21 @@ impl Shutdown {
     pub fn trigger(&self) {
         self.triggered.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
+    }
+
+    /// The process is starting until the guard drops: SIGTERM or SIGINT
+    /// meanwhile exits at once.
+    pub fn starting(&self) -> Starting<'_> {
+        self.starting.store(true, Ordering::SeqCst);
+        Starting(self)
+    }
+
+    /// Runs `hook` (on a thread of its own) on every SIGHUP.
+    pub fn on_hangup(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *self
+            .on_hangup
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(std::sync::Arc::new(hook));
     }
 
     /// Whether [`Shutdown::trigger`] was called.
@@ -82,14 +123,40 @@ impl Shutdown {
 
 /// Triggers `shutdown` on SIGTERM or SIGINT, from a small thread. A second
 /// signal ends the process at once, for when draining takes too long for
-/// whoever is waiting.
+/// whoever is waiting; so does the first while the process is starting.
+/// SIGHUP runs the hook set with [`Shutdown::on_hangup`].
 pub fn trigger_on_signals(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    let hook = shutdown
+                        .on_hangup
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .clone();
+                    match hook {
+                        // Off this thread, so that SIGTERM still works
+                        // while it runs.
+                        Some(hook) => {
+                            let spawned = std::thread::Builder::new()
+                                .name("sighup".into())
+                                .spawn(move || hook());
+                            if let Err(e) = spawned {
+                                tracing::error!(error = %e, "SIGHUP: cannot start a thread");
+                            }
+                        }
+                        None => tracing::info!("SIGHUP: nothing to reload"),
+                    }
+                    continue;
+                }
+                if shutdown.starting.load(Ordering::SeqCst) {
+                    tracing::warn!(signal, "signal while starting: exiting now");
+                    std::process::exit(128 + signal);
+                }
                 if shutdown.is_triggered() {
                     tracing::warn!(signal, "second signal: exiting now");
                     std::process::exit(1);

@@ -40,7 +40,22 @@ impl Running {
 /// Binds, starts the workers and returns; the workers stop when
 /// `shutdown` is triggered.
 pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
+    let guard = shutdown.clone();
+    let _starting = guard.starting();
     runtime::raise_open_files_limit(config.server.connections.max());
+    // Filters load before the port opens: until they have, nothing could
+    // answer on it.
+    let filters = Arc::new(
+        FilterHost::load(&config.filters, config.filter_limits)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+    );
+    if !filters.is_empty() {
+        let filters = filters.clone();
+        shutdown.on_hangup(move || {
+            tracing::info!("SIGHUP: reloading the filters");
+            let _ = filters.reload();
+        });
+    }
     let listeners = runtime::bind(config.listen, config.workers).map_err(|e| {
         io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
     })?;
@@ -57,10 +72,6 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
                 jobs.cancel_all();
             })?;
     }
-    let filters = Arc::new(
-        FilterHost::load(&config.filters, config.filter_limits)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
-    );
     let lora = Lora::new(
         config.engine,
         &config.endpoint.base_url,
@@ -102,7 +113,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
             worker_stats.clone(),
             engine,
             lora.clone(),
-            FilterChain::new(&filters),
+            FilterChain::new(filters.clone()),
             access.clone(),
             table,
         ));

@@ -38,14 +38,17 @@ pub enum ScrapeOutcome {
     Aborted,
     /// The client went away or stopped reading.
     ClientGone,
+    /// A filter failed under `--filter-on-error fail` (502).
+    FilterFailed,
 }
 
 impl ScrapeOutcome {
-    const ALL: [ScrapeOutcome; 4] = [
+    const ALL: [ScrapeOutcome; 5] = [
         ScrapeOutcome::Ok,
         ScrapeOutcome::EngineError,
         ScrapeOutcome::Aborted,
         ScrapeOutcome::ClientGone,
+        ScrapeOutcome::FilterFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -54,6 +57,7 @@ impl ScrapeOutcome {
             ScrapeOutcome::EngineError => "engine_error",
             ScrapeOutcome::Aborted => "aborted",
             ScrapeOutcome::ClientGone => "client_gone",
+            ScrapeOutcome::FilterFailed => "filter_failed",
         }
     }
 }
@@ -62,7 +66,7 @@ impl ScrapeOutcome {
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct WorkerStats {
-    scrapes: [AtomicU64; 4],
+    scrapes: [AtomicU64; ScrapeOutcome::ALL.len()],
     /// Per-bucket counts (not cumulative); the last is `+Inf`.
     scrape_buckets: [AtomicU64; SCRAPE_BUCKETS.len() + 1],
     scrape_nanos: AtomicU64,

@@ -24,6 +24,8 @@ mod download_faults;
 mod faults;
 // WASM filters: the examples' effects, the hostile ones contained.
 mod filters;
+// Raw modules that loop, break the scrape, keep state, or change on reload.
+mod filter_containment;
 // KV-cache events: a real ZMQ publisher and redis-server around the bridge.
 mod kv_events;
 // Thousands of idle connections, scrapes and a download at once.

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::health::Reason;
+use super::host::ticks;
 use wasmtime::{Caller, Instance, Linker, Memory, ResourceLimiter, Store, Trap, TypedFunc};
 
 /// The ABI version this runtime speaks.
@@ -123,19 +125,23 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// A short label for metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason it counts under.
+    pub fn reason(&self) -> Reason {
         match self {
-            CallError::Trap(_) => "trap",
-            CallError::Deadline(_) => "deadline",
-            CallError::Memory(_) => "memory",
-            CallError::OutputTooLarge(_) => "output_too_large",
-            CallError::Abi(_) => "abi",
+            CallError::Trap(_) => Reason::Trap,
+            CallError::Deadline(_) => Reason::Deadline,
+            CallError::Memory(_) => Reason::Memory,
+            CallError::OutputTooLarge(_) => Reason::OutputTooLarge,
+            CallError::Abi(_) => Reason::Abi,
         }
     }
 
     /// Classifies a wasmtime error from a call.
-    fn from_wasm(error: wasmtime::Error, state: &HostState, deadline: Duration) -> CallError {
+    pub(super) fn from_wasm(
+        error: wasmtime::Error,
+        state: &HostState,
+        deadline: Duration,
+    ) -> CallError {
         if state.hit_memory_cap {
             return CallError::Memory(state.memory_cap);
         }
@@ -184,12 +190,14 @@ impl Exports {
         })
     }
 
-    /// `mi_abi_version()`.
+    /// `mi_abi_version()`. Every call into the guest runs under its own
+    /// `deadline`, whatever ran before it.
     pub fn version(
         &self,
         store: &mut Store<HostState>,
         deadline: Duration,
     ) -> Result<i32, CallError> {
+        store.set_epoch_deadline(ticks(deadline));
         self.version
             .call(&mut *store, ())
             .map_err(|e| CallError::from_wasm(e, store.data(), deadline))
@@ -203,6 +211,7 @@ impl Exports {
         deadline: Duration,
     ) -> Result<bool, CallError> {
         let (ptr, len) = self.write(store, config, deadline)?;
+        store.set_epoch_deadline(ticks(deadline));
         let status = self
             .init
             .call(&mut *store, (ptr, len))
@@ -216,6 +225,7 @@ impl Exports {
         store: &mut Store<HostState>,
         deadline: Duration,
     ) -> Result<String, CallError> {
+        store.set_epoch_deadline(ticks(deadline));
         let packed = self
             .selectors
             .call(&mut *store, ())
@@ -235,6 +245,7 @@ impl Exports {
         deadline: Duration,
     ) -> Result<&'s [u8], CallError> {
         let (ptr, len) = self.write(store, input, deadline)?;
+        store.set_epoch_deadline(ticks(deadline));
         let packed = self
             .filter
             .call(&mut *store, (ptr, len))
@@ -251,6 +262,7 @@ impl Exports {
     ) -> Result<(i32, i32), CallError> {
         let len =
             i32::try_from(bytes.len()).map_err(|_| CallError::Abi("input too large".into()))?;
+        store.set_epoch_deadline(ticks(deadline));
         let ptr = self
             .alloc
             .call(&mut *store, len)

@@ -4,179 +4,249 @@
 //! selects it. At the end of the body every filter in turn gets its
 //! families in one call; its output is checked and split by family, each
 //! going on to the next filter that selects it or to the response. A
-//! failing call serves its input unfiltered, counts the reason, drops the
-//! instance (a fresh one is built for the next scrape), and after enough
-//! consecutive failures switches the filter off for every worker.
+//! failing call counts its reason, drops the instance (a fresh one is built
+//! for the next scrape) and does what `--filter-on-error` says; enough
+//! consecutive failures switch the filter off for every worker until its
+//! cool-down is over.
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use wasmtime::Store;
 
-use super::abi::{CallError, Exports, HostState};
-use super::host::{CompiledFilter, FilterHost, FilterLimits, instantiate, ticks};
-use super::select::{FilterRouter, selects};
-use super::validate;
+use super::abi::{Exports, HostState};
+use super::health::{OnError, Reason, Streak};
+use super::host::{CompiledFilter, FilterHost, instantiate};
+use super::select::{FilterSet, Selector, selects};
+use super::validate::{self, Checker, Presence, Scope};
 use crate::prom::Relabeler;
+
+/// A scrape that must fail because a filter did (`--filter-on-error fail`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("filter {filter} failed ({reason})")]
+pub struct FilterFailed {
+    /// The filter.
+    pub filter: Arc<str>,
+    /// Why.
+    pub reason: Reason,
+}
 
 /// A worker's instances of every filter.
 pub struct FilterChain {
-    engine: wasmtime::Engine,
-    limits: FilterLimits,
-    router: Arc<FilterRouter>,
-    slots: Vec<Slot>,
+    host: Arc<FilterHost>,
+    /// The set the instances belong to.
+    set: Arc<FilterSet>,
+    live: Vec<Option<(Store<HostState>, Exports)>>,
+    checker: Checker,
     /// The families of the text being forwarded: name and line ranges.
     families: Vec<(Range<usize>, Range<usize>)>,
-}
-
-struct Slot {
-    filter: Arc<CompiledFilter>,
-    live: Option<(Store<HostState>, Exports)>,
 }
 
 impl std::fmt::Debug for FilterChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FilterChain")
-            .field("filters", &self.slots.len())
+            .field("filters", &self.set.filters.len())
             .finish()
     }
 }
 
 impl FilterChain {
     /// A chain for one worker; instances are built on first use.
-    pub fn new(host: &FilterHost) -> FilterChain {
+    pub fn new(host: Arc<FilterHost>) -> FilterChain {
         FilterChain {
-            engine: host.engine.clone(),
-            limits: host.limits,
-            router: host.router(),
-            slots: host
-                .filters
-                .iter()
-                .map(|f| Slot {
-                    filter: f.clone(),
-                    live: None,
-                })
-                .collect(),
+            host,
+            set: Arc::default(),
+            live: Vec::new(),
+            checker: Checker::default(),
             families: Vec::new(),
         }
     }
 
+    /// The filters of the process.
+    pub fn host(&self) -> &Arc<FilterHost> {
+        &self.host
+    }
+
     /// Whether there are filters at all.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.host.is_empty()
     }
 
-    /// The router the relabeler diverts families with.
-    pub fn router(&self) -> Arc<FilterRouter> {
-        self.router.clone()
+    /// The set a scrape starting now uses, from its first byte to its
+    /// last (a reload meanwhile applies to the next scrape). Filters whose
+    /// cool-down is over are put back on trial first.
+    pub fn begin(&self) -> Arc<FilterSet> {
+        let set = self.host.current();
+        let recovery = &self.host.limits.recovery;
+        for filter in &set.filters {
+            if filter.health.retry_if_due(recovery) {
+                tracing::info!(filter = %filter.name, "filter back on trial after its cool-down");
+            }
+        }
+        set
     }
 
-    /// Runs every filter over what `relabeler` diverted to it, appending
-    /// the results to `out`.
-    pub fn run(&mut self, relabeler: &mut Relabeler, out: &mut Vec<u8>) {
-        for i in 0..self.slots.len() {
+    /// Runs every filter of `set` over what `relabeler` diverted to it,
+    /// appending the results to `out`. Fails only under
+    /// `--filter-on-error fail`.
+    pub fn run(
+        &mut self,
+        set: &Arc<FilterSet>,
+        relabeler: &mut Relabeler,
+        out: &mut Vec<u8>,
+    ) -> Result<(), FilterFailed> {
+        if !Arc::ptr_eq(&self.set, set) {
+            self.set = set.clone();
+            self.live = (0..set.filters.len()).map(|_| None).collect();
+        }
+        let on_error = self.host.limits.on_error;
+        for i in 0..set.filters.len() {
             let mut input = std::mem::take(relabeler.diverted(i));
+            let mut result = Ok(());
             if !input.is_empty() {
-                let filtered = !self.slots[i].filter.disabled.load(Relaxed)
-                    && self.filter(i, &input, relabeler, out);
-                if !filtered {
-                    // Served as it came; its families still go on to later
-                    // filters that select them.
-                    self.families.clear();
-                    let families = &mut self.families;
-                    let parsed = validate::families(
-                        &input,
-                        |_| true,
-                        |name, lines| families.push((name, lines)),
-                    );
-                    if parsed.is_ok() {
-                        forward(
-                            &self.router,
-                            i,
-                            self.slots.len(),
-                            &input,
-                            &self.families,
-                            relabeler,
-                            out,
-                        );
-                    } else {
-                        out.extend_from_slice(&input);
+                let filter = &set.filters[i];
+                // A switched-off filter gets families only when the policy
+                // is to drop them or fail.
+                let off = !filter.health.is_on();
+                let failed = match off {
+                    false => self.call(i, &input, relabeler, out).err(),
+                    true => None,
+                };
+                match (on_error, failed.is_some() || off) {
+                    (_, false) => {}
+                    (OnError::Unfiltered, true) => {
+                        // Served as it came; its families still go on to
+                        // later filters that select them.
+                        self.families.clear();
+                        let families = &mut self.families;
+                        validate::families(&input, |name, lines| families.push((name, lines)));
+                        forward(set, i, &input, &self.families, relabeler, out);
+                    }
+                    (OnError::Drop, true) => {}
+                    (OnError::Fail, true) => {
+                        result = Err(FilterFailed {
+                            filter: filter.name.clone(),
+                            reason: failed.unwrap_or(Reason::Trap),
+                        });
                     }
                 }
             }
             input.clear();
             *relabeler.diverted(i) = input;
+            result?;
         }
+        Ok(())
     }
 
     /// Calls filter `i` and, when its output passes the checks, forwards
-    /// it (straight from guest memory). False when the families must be
-    /// served unfiltered.
-    fn filter(
+    /// it (straight from guest memory).
+    fn call(
         &mut self,
         i: usize,
         input: &[u8],
         relabeler: &mut Relabeler,
         out: &mut Vec<u8>,
-    ) -> bool {
-        let limits = self.limits;
-        let count = self.slots.len();
-        let slot = &mut self.slots[i];
-        let filter = slot.filter.clone();
+    ) -> Result<(), Reason> {
+        let limits = self.host.limits;
+        let set = self.set.clone();
+        let filter = &set.filters[i];
         let started = Instant::now();
         let families = &mut self.families;
         families.clear();
-        let result = (|| -> Result<(), String> {
-            if slot.live.is_none() {
-                slot.live = Some(
-                    instantiate(&self.engine, &filter, &limits)
-                        .map_err(|e| e.reason().to_owned())?,
-                );
+        let checker = &mut self.checker;
+        let slot = &mut self.live[i];
+        let engine = self.host.engine();
+        let result = (|| -> Result<(), (Reason, String)> {
+            if slot.is_none() {
+                let live = instantiate(engine, filter, &limits)
+                    .map_err(|e| (e.reason(), e.to_string()))?;
+                *slot = Some(live);
             }
-            let (store, exports) = slot.live.as_mut().expect("just built");
-            store.set_epoch_deadline(ticks(limits.deadline));
-            let output = exports.filter(store, input, limits.max_output, limits.deadline).map_err(|e: CallError| {
-                tracing::warn!(filter = %filter.name, error = %e, "filter call failed; serving its families unfiltered");
-                e.reason().to_owned()
-            })?;
-            // A filter may write what it selected, and new families; not a
-            // family that went elsewhere in this scrape.
-            let allowed = |name: &[u8]| {
-                selects(&filter.selectors, name)
-                    || match relabeler.seen_route(name) {
-                        None => true,
-                        Some(route) => route == Some(i),
-                    }
-            };
-            validate::families(output, allowed, |name, lines| families.push((name, lines))).map_err(|v| {
-                tracing::warn!(filter = %filter.name, violation = %v, "filter output refused; serving its families unfiltered");
-                v.reason().to_owned()
-            })?;
-            forward(&self.router, i, count, output, families, relabeler, out);
+            let (store, exports) = slot.as_mut().expect("just built");
+            let output = exports
+                .filter(store, input, limits.max_output, limits.deadline)
+                .map_err(|e| (e.reason(), e.to_string()))?;
+            if output == input {
+                // Nothing changed: it adds nothing the engine did not send,
+                // and the relabeler's split is already known to be sound.
+                if i + 1 < set.filters.len() {
+                    validate::families(output, |name, lines| families.push((name, lines)));
+                }
+            } else {
+                let scope = CallScope {
+                    selectors: &filter.selectors,
+                    relabeler,
+                    me: i,
+                };
+                checker
+                    .check(output, &scope, |name, lines| families.push((name, lines)))
+                    .map_err(|v| (v.reason(), v.to_string()))?;
+            }
+            forward(&set, i, output, families, relabeler, out);
             Ok(())
         })();
         filter.stats.run(started.elapsed());
         match result {
             Ok(()) => {
-                filter.failures.store(0, Relaxed);
-                true
+                filter.health.success();
+                Ok(())
             }
-            Err(reason) => {
-                filter.stats.error(&reason);
-                slot.live = None;
-                let failures = filter.failures.fetch_add(1, Relaxed) + 1;
-                if failures >= limits.max_failures && !filter.disabled.swap(true, Relaxed) {
-                    tracing::error!(
-                        filter = %filter.name,
-                        failures,
-                        last = %reason,
-                        "filter switched off after consecutive failures; its families are served unfiltered"
-                    );
-                }
-                false
+            Err((reason, error)) => {
+                self.live[i] = None;
+                count_failure(filter, reason, &error, &limits);
+                Err(reason)
             }
+        }
+    }
+}
+
+/// Counts and logs a failed call: once per streak, and loudly when it
+/// switches the filter off.
+fn count_failure(
+    filter: &CompiledFilter,
+    reason: Reason,
+    error: &str,
+    limits: &super::FilterLimits,
+) {
+    filter.stats.error(reason);
+    let policy = limits.on_error.as_str();
+    match filter.health.failure(&limits.recovery) {
+        Streak::Started => tracing::warn!(
+            filter = %filter.name, %reason, %error, on_error = policy,
+            "filter call failed (further failures in this streak are logged at debug level)"
+        ),
+        Streak::Continued => {
+            tracing::debug!(filter = %filter.name, %reason, %error, "filter call failed")
+        }
+        Streak::SwitchedOff(cooldown) => {
+            filter.stats.switched_off();
+            tracing::error!(
+                filter = %filter.name, last = %reason, %error, on_error = policy,
+                retry_in = ?cooldown,
+                "filter switched off after consecutive failures"
+            );
+        }
+    }
+}
+
+/// What filter `me`'s output may touch in this scrape.
+struct CallScope<'a> {
+    selectors: &'a [Selector],
+    relabeler: &'a Relabeler,
+    me: usize,
+}
+
+impl Scope for CallScope<'_> {
+    fn selects(&self, family: &[u8]) -> bool {
+        selects(self.selectors, family)
+    }
+
+    fn presence(&self, family: &[u8]) -> Presence {
+        match self.relabeler.seen_route(family) {
+            None => Presence::New,
+            Some(Some(route)) if route == self.me => Presence::Mine,
+            Some(_) => Presence::Elsewhere,
         }
     }
 }
@@ -184,24 +254,20 @@ impl FilterChain {
 /// Sends each family of `text` (as `families` lists them) to the next
 /// filter after `i` that selects it, or to `out`.
 fn forward(
-    router: &FilterRouter,
+    set: &FilterSet,
     i: usize,
-    count: usize,
     text: &[u8],
     families: &[(Range<usize>, Range<usize>)],
     relabeler: &mut Relabeler,
     out: &mut Vec<u8>,
 ) {
-    if i + 1 == count {
-        for (name, _) in families {
-            relabeler.note_route(&text[name.clone()], None);
-        }
+    if i + 1 == set.filters.len() {
         out.extend_from_slice(text);
         return;
     }
     for (name, lines) in families {
         let name = &text[name.clone()];
-        let next = router.route_from(Some(i), name);
+        let next = set.route_from(Some(i), name);
         relabeler.note_route(name, next);
         match next {
             Some(j) => relabeler

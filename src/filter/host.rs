@@ -1,16 +1,23 @@
-//! Compiling filters once at start, and what every worker shares about
-//! them: the engine, each module's pre-linked instance, its selectors, its
-//! switch, its counters.
+//! Compiling filters, and what every worker shares about them: the engine
+//! and its epoch clock, the current set of compiled filters (swapped whole
+//! on a reload), each filter's counters.
+//!
+//! Every entry into a guest (its start function, `mi_abi_version`,
+//! `mi_init`, `mi_selectors`, `mi_filter`) runs under a deadline, at start
+//! as on every scrape: the epoch clock starts before the first module is
+//! instantiated, so a filter that loops while loading fails the start with
+//! its name instead of hanging it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
 
-use super::abi::{self, ABI_VERSION, Exports, HostState};
-use super::select::{FilterRouter, Selector};
+use super::abi::{self, ABI_VERSION, CallError, Exports, HostState};
+use super::health::{Health, OnError, Reason, Recovery};
+use super::select::{FilterSet, Selector};
 use crate::prom::expo;
 use crate::stats::MetricsSection;
 
@@ -26,17 +33,20 @@ pub struct FilterSpec {
     pub config: String,
 }
 
-/// Limits every filter call and instance runs under.
+/// Limits every filter call and instance runs under, and what happens
+/// when a call fails.
 #[derive(Clone, Copy, Debug)]
 pub struct FilterLimits {
-    /// Per call.
+    /// Per call into the guest (loading included).
     pub deadline: Duration,
     /// Per instance.
     pub memory: usize,
     /// Per call's output.
     pub max_output: usize,
-    /// Consecutive failures before a filter is switched off.
-    pub max_failures: u32,
+    /// When a failing filter is switched off, and back on.
+    pub recovery: Recovery,
+    /// What a failed call does to the scrape.
+    pub on_error: OnError,
 }
 
 impl Default for FilterLimits {
@@ -45,7 +55,8 @@ impl Default for FilterLimits {
             deadline: Duration::from_millis(50),
             memory: 64 * 1024 * 1024,
             max_output: 32 * 1024 * 1024,
-            max_failures: 5,
+            recovery: Recovery::default(),
+            on_error: OnError::default(),
         }
     }
 }
@@ -60,25 +71,17 @@ pub struct LoadError {
     pub reason: String,
 }
 
-/// Reasons a filter call fails, as metric labels.
-pub const ERROR_REASONS: [&str; 7] = [
-    "trap",
-    "deadline",
-    "memory",
-    "output_too_large",
-    "abi",
-    "invalid_output",
-    "foreign_family",
-];
 const DURATION_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
 
-/// Counters of one filter.
+/// Counters of one filter; they outlive reloads (kept by the filter's
+/// name), so they only ever grow.
 #[derive(Debug, Default)]
 pub struct FilterStats {
     runs: AtomicU64,
-    errors: [AtomicU64; ERROR_REASONS.len()],
+    errors: [AtomicU64; Reason::ALL.len()],
+    switched_off: AtomicU64,
     buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     nanos: AtomicU64,
 }
@@ -97,10 +100,18 @@ impl FilterStats {
     }
 
     /// Records a failure.
-    pub fn error(&self, reason: &str) {
-        if let Some(i) = ERROR_REASONS.iter().position(|r| *r == reason) {
-            self.errors[i].fetch_add(1, Relaxed);
-        }
+    pub fn error(&self, reason: Reason) {
+        self.errors[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Records a switch-off.
+    pub fn switched_off(&self) {
+        self.switched_off.fetch_add(1, Relaxed);
+    }
+
+    /// Failed calls for `reason`.
+    pub fn errors(&self, reason: Reason) -> u64 {
+        self.errors[reason as usize].load(Relaxed)
     }
 }
 
@@ -114,12 +125,10 @@ pub struct CompiledFilter {
     pub pre: InstancePre<HostState>,
     /// The families it selected.
     pub selectors: Vec<Selector>,
-    /// Switched off after too many consecutive failures.
-    pub disabled: Arc<AtomicBool>,
-    /// Consecutive failures, across workers.
-    pub failures: AtomicU32,
+    /// Its failure streak and switch.
+    pub health: Health,
     /// Its counters.
-    pub stats: FilterStats,
+    pub stats: Arc<FilterStats>,
 }
 
 impl std::fmt::Debug for CompiledFilter {
@@ -131,92 +140,181 @@ impl std::fmt::Debug for CompiledFilter {
     }
 }
 
-/// The filters of the process.
+/// The filters of the process: the configured specs, and the set compiled
+/// from them that scrapes use now.
 #[derive(Debug)]
 pub struct FilterHost {
-    /// The engine every instance runs in.
-    pub engine: Engine,
-    /// The filters, in order.
-    pub filters: Vec<Arc<CompiledFilter>>,
+    engine: Engine,
+    linker: Linker<HostState>,
+    specs: Vec<FilterSpec>,
     /// The limits.
     pub limits: FilterLimits,
+    current: RwLock<Arc<FilterSet>>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
 }
 
 impl FilterHost {
-    /// Compiles every filter, checks its ABI version and config, reads its
-    /// selectors, and starts the epoch clock that enforces deadlines.
+    /// Compiles every filter, checks its ABI version and config, and reads
+    /// its selectors, each entry into the guest under the deadline.
     pub fn load(specs: &[FilterSpec], limits: FilterLimits) -> Result<FilterHost, LoadError> {
+        let fail = |reason: String| LoadError {
+            path: PathBuf::new(),
+            reason,
+        };
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| LoadError {
-            path: PathBuf::new(),
-            reason: e.to_string(),
-        })?;
+        let engine = Engine::new(&config).map_err(|e| fail(e.to_string()))?;
         let mut linker = Linker::new(&engine);
-        abi::link(&mut linker).map_err(|e| LoadError {
-            path: PathBuf::new(),
-            reason: e.to_string(),
-        })?;
-        let mut filters = Vec::new();
-        for spec in specs {
-            filters.push(Arc::new(compile(&engine, &linker, spec, &limits)?));
+        abi::link(&mut linker).map_err(|e| fail(e.to_string()))?;
+        if !specs.is_empty() {
+            // Before anything runs in a guest: a start function that loops
+            // must meet its deadline too.
+            start_epoch_clock(&engine).map_err(|e| fail(e.to_string()))?;
         }
+        let filters = compile_all(&engine, &linker, specs, &limits, &[])?;
         if !filters.is_empty() {
             release_compiler_memory();
-            let ticker = engine.clone();
-            std::thread::Builder::new()
-                .name("filter-epoch".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(EPOCH_TICK);
-                        ticker.increment_epoch();
-                    }
-                })
-                .map_err(|e| LoadError {
-                    path: PathBuf::new(),
-                    reason: format!("cannot start the epoch clock: {e}"),
-                })?;
         }
         Ok(FilterHost {
             engine,
-            filters,
+            linker,
+            specs: specs.to_vec(),
             limits,
+            current: RwLock::new(Arc::new(FilterSet {
+                filters,
+                route_off: limits.on_error != OnError::Unfiltered,
+            })),
+            reloading: Mutex::new(()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
         })
     }
 
-    /// Routes families to the filters that select them.
-    pub fn router(&self) -> Arc<FilterRouter> {
-        Arc::new(FilterRouter {
-            selectors: self.filters.iter().map(|f| f.selectors.clone()).collect(),
-            disabled: self.filters.iter().map(|f| f.disabled.clone()).collect(),
-        })
+    /// The engine every instance runs in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether any filter is configured.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// The set scrapes use now; a scrape keeps the one it started with.
+    pub fn current(&self) -> Arc<FilterSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Compiles the configured filters again (their files may have
+    /// changed) and swaps the new set in whole; if any fails to load, the
+    /// running set stays. Blocks while compiling: call it off the workers.
+    pub fn reload(&self) -> Result<Vec<Arc<str>>, LoadError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = self.current();
+        let result = compile_all(
+            &self.engine,
+            &self.linker,
+            &self.specs,
+            &self.limits,
+            &old.filters,
+        );
+        match result {
+            Ok(filters) => {
+                release_compiler_memory();
+                let names: Vec<Arc<str>> = filters.iter().map(|f| f.name.clone()).collect();
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(FilterSet {
+                    filters,
+                    route_off: self.limits.on_error != OnError::Unfiltered,
+                });
+                self.reloads_ok.fetch_add(1, Relaxed);
+                tracing::info!(filters = ?names, "filters reloaded");
+                Ok(names)
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "filter reload failed; the running filters stay");
+                Err(e)
+            }
+        }
     }
 }
 
-/// A store and instance of `filter`, initialized with its config.
+/// Advances `engine`'s epoch every [`EPOCH_TICK`], from a thread of its own.
+fn start_epoch_clock(engine: &Engine) -> std::io::Result<()> {
+    let ticker = engine.clone();
+    std::thread::Builder::new()
+        .name("filter-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                ticker.increment_epoch();
+            }
+        })
+        .map(drop)
+}
+
+fn compile_all(
+    engine: &Engine,
+    linker: &Linker<HostState>,
+    specs: &[FilterSpec],
+    limits: &FilterLimits,
+    previous: &[Arc<CompiledFilter>],
+) -> Result<Vec<Arc<CompiledFilter>>, LoadError> {
+    specs
+        .iter()
+        .map(|spec| {
+            let name: Arc<str> = name_of(&spec.path).into();
+            let stats = previous
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.stats.clone())
+                .unwrap_or_default();
+            compile(engine, linker, spec, limits, name, stats).map(Arc::new)
+        })
+        .collect()
+}
+
+/// A store and instance of `filter`, initialized with its config: the
+/// start function, `mi_abi_version` and `mi_init` each under the deadline.
 pub fn instantiate(
     engine: &Engine,
     filter: &CompiledFilter,
     limits: &FilterLimits,
-) -> Result<(Store<HostState>, Exports), abi::CallError> {
+) -> Result<(Store<HostState>, Exports), CallError> {
     let mut store = Store::new(engine, HostState::new(filter.name.clone(), limits.memory));
     store.limiter(|state| state);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(ticks(limits.deadline * 4));
-    let instance = filter
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| abi::CallError::Abi(format!("cannot instantiate: {e}")))?;
+    store.set_epoch_deadline(ticks(limits.deadline));
+    let instance = match filter.pre.instantiate(&mut store) {
+        Ok(instance) => instance,
+        // A trap is the start function's; anything else is the module's.
+        Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() => {
+            return Err(CallError::from_wasm(e, store.data(), limits.deadline));
+        }
+        Err(e) => return Err(CallError::Abi(format!("cannot instantiate: {e}"))),
+    };
     let exports = Exports::bind(&mut store, &instance)?;
     let version = exports.version(&mut store, limits.deadline)?;
     if version != ABI_VERSION {
-        return Err(abi::CallError::Abi(format!(
+        return Err(CallError::Abi(format!(
             "built for filter ABI version {version}; this runtime speaks version {ABI_VERSION}"
         )));
     }
     if !exports.init(&mut store, filter.config.as_bytes(), limits.deadline)? {
-        return Err(abi::CallError::Abi(
+        return Err(CallError::Abi(
             "refused its config (see its log line above)".into(),
         ));
     }
@@ -245,6 +343,8 @@ fn compile(
     linker: &Linker<HostState>,
     spec: &FilterSpec,
     limits: &FilterLimits,
+    name: Arc<str>,
+    stats: Arc<FilterStats>,
 ) -> Result<CompiledFilter, LoadError> {
     let fail = |reason: String| LoadError {
         path: spec.path.clone(),
@@ -256,13 +356,12 @@ fn compile(
         .instantiate_pre(&module)
         .map_err(|e| fail(format!("imports something other than matrixinfer.log: {e}")))?;
     let mut filter = CompiledFilter {
-        name: name_of(&spec.path).into(),
+        name,
         config: spec.config.clone(),
         pre,
         selectors: Vec::new(),
-        disabled: Arc::new(AtomicBool::new(false)),
-        failures: AtomicU32::new(0),
-        stats: FilterStats::default(),
+        health: Health::default(),
+        stats,
     };
     // A probe instance: the version, the config and the selectors are
     // checked once here, so that a broken filter stops the start.
@@ -291,12 +390,14 @@ fn name_of(path: &Path) -> String {
 
 impl MetricsSection for FilterHost {
     fn render(&self, out: &mut Vec<u8>) {
-        if self.filters.is_empty() {
+        if self.is_empty() {
             return;
         }
+        let set = self.current();
+        let filters = &set.filters;
         let name = "matrixinfer_runtime_filter_runs_total";
         expo::header(out, name, "counter", "WASM filter calls.");
-        for f in &self.filters {
+        for f in filters {
             expo::sample(
                 out,
                 name,
@@ -309,15 +410,15 @@ impl MetricsSection for FilterHost {
             out,
             name,
             "counter",
-            "WASM filter calls that failed, by reason; the scrape then served the families unfiltered.",
+            "WASM filter calls that failed, by reason; --filter-on-error says what the scrape served instead.",
         );
-        for f in &self.filters {
-            for (i, reason) in ERROR_REASONS.iter().enumerate() {
+        for f in filters {
+            for reason in Reason::ALL {
                 expo::sample(
                     out,
                     name,
-                    &[("filter", &f.name), ("reason", reason)],
-                    f.stats.errors[i].load(Relaxed),
+                    &[("filter", &f.name), ("reason", reason.as_str())],
+                    f.stats.errors(reason),
                 );
             }
         }
@@ -326,19 +427,68 @@ impl MetricsSection for FilterHost {
             out,
             name,
             "gauge",
-            "1 while a filter runs, 0 once switched off after consecutive failures.",
+            "1 while a filter runs, 0 while switched off after consecutive failures.",
         );
-        for f in &self.filters {
+        for f in filters {
             expo::sample(
                 out,
                 name,
                 &[("filter", &f.name)],
-                u64::from(!f.disabled.load(Relaxed)),
+                u64::from(f.health.is_on()),
             );
         }
+        let name = "matrixinfer_runtime_filter_switched_off_total";
+        expo::header(
+            out,
+            name,
+            "counter",
+            "Times a filter was switched off after consecutive failures.",
+        );
+        for f in filters {
+            expo::sample(
+                out,
+                name,
+                &[("filter", &f.name)],
+                f.stats.switched_off.load(Relaxed),
+            );
+        }
+        let name = "matrixinfer_runtime_filter_retry_seconds";
+        expo::header(
+            out,
+            name,
+            "gauge",
+            "Seconds until a switched-off filter is tried again; 0 while it runs.",
+        );
+        for f in filters {
+            expo::sample(
+                out,
+                name,
+                &[("filter", &f.name)],
+                f.health.seconds_to_retry(),
+            );
+        }
+        let name = "matrixinfer_runtime_filter_reloads_total";
+        expo::header(
+            out,
+            name,
+            "counter",
+            "Filter reloads (SIGHUP, POST /v1/filters/reload), by result.",
+        );
+        expo::sample(
+            out,
+            name,
+            &[("result", "ok")],
+            self.reloads_ok.load(Relaxed),
+        );
+        expo::sample(
+            out,
+            name,
+            &[("result", "failed")],
+            self.reloads_failed.load(Relaxed),
+        );
         let name = "matrixinfer_runtime_filter_duration_seconds";
         expo::header(out, name, "histogram", "Time of one WASM filter call.");
-        for f in &self.filters {
+        for f in filters {
             let counts: Vec<u64> = f.stats.buckets.iter().map(|b| b.load(Relaxed)).collect();
             let seconds = f.stats.nanos.load(Relaxed) as f64 / 1e9;
             expo::histogram(

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::host::CompiledFilter;
 use crate::prom::relabel::Router;
 
 /// One selector.
@@ -38,33 +39,35 @@ impl Selector {
 /// Whether any of `selectors` selects `family`. The runtime's own families
 /// are never selected.
 pub fn selects(selectors: &[Selector], family: &[u8]) -> bool {
-    !family.starts_with(b"matrixinfer_runtime_") && selectors.iter().any(|s| s.matches(family))
+    !expo::is_reserved(family) && selectors.iter().any(|s| s.matches(family))
 }
 
-/// Routes each family to the first filter (still on) that selects it.
-#[derive(Debug)]
-pub struct FilterRouter {
-    /// The selectors of each filter, in order.
-    pub selectors: Vec<Vec<Selector>>,
-    /// Whether each filter is switched off.
-    pub disabled: Vec<Arc<std::sync::atomic::AtomicBool>>,
+/// The filters scrapes use, in order: what a reload swaps whole. It routes
+/// each family to the first filter (still on) that selects it.
+#[derive(Debug, Default)]
+pub struct FilterSet {
+    /// The filters, in order.
+    pub filters: Vec<Arc<CompiledFilter>>,
+    /// Whether switched-off filters still get their families (to drop
+    /// them, or fail the scrape), rather than letting them pass.
+    pub route_off: bool,
 }
 
-impl FilterRouter {
+impl FilterSet {
     /// The first filter after `after` (or from the start) that selects
     /// `family`.
     pub fn route_from(&self, after: Option<usize>, family: &[u8]) -> Option<usize> {
         let start = after.map_or(0, |i| i + 1);
-        (start..self.selectors.len()).find(|&i| {
-            !self.disabled[i].load(std::sync::atomic::Ordering::Relaxed)
-                && selects(&self.selectors[i], family)
+        (start..self.filters.len()).find(|&i| {
+            let filter = &self.filters[i];
+            (self.route_off || filter.health.is_on()) && selects(&filter.selectors, family)
         })
     }
 }
 
-impl Router for FilterRouter {
+impl Router for FilterSet {
     fn routes(&self) -> usize {
-        self.selectors.len()
+        self.filters.len()
     }
 
     fn route(&self, family: &[u8]) -> Option<usize> {

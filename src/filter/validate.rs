@@ -1,293 +1,385 @@
 //! Checking what a filter returned before it is served.
 //!
-//! A filter's output must be exposition text the runtime can stand behind:
-//! every line readable, every family contiguous and declared once, every
-//! sample value a number, and no family that belongs to someone else (one
-//! the filter did not select that appears elsewhere in the scrape).
+//! A Prometheus that cannot parse a scrape drops every metric of the Pod,
+//! so a filter's output is held to what Prometheus' text parser accepts
+//! (each line through [`expo::check_line`], the one implementation the
+//! guest SDK shares) and to what makes families valid in the whole scrape:
+//! UTF-8, a final newline, HELP and TYPE at most once per family and before
+//! its samples, every family contiguous, no duplicate series, `le` and
+//! `quantile` bounds that are numbers, nothing in the runtime's own
+//! namespace, no family that belongs to someone else (one the filter did
+//! not select that appears elsewhere in the scrape), and no new family
+//! whose samples would merge with another family by suffix (a `x_count`
+//! gauge beside histogram `x`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::ops::Range;
 
-use crate::prom::line::{Line, MetricType, classify, sample_of};
+use expo::{CLAIMED_SUFFIXES, Checked, LineError, MetricType};
+
+use crate::prom::line::{Line, classify, sample_of};
 
 /// Why output was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     /// A line that is not exposition text.
-    #[error("line {line} is not exposition text")]
+    #[error("line {line}: {error}")]
     Malformed {
         /// 1-based line number.
         line: usize,
+        /// What is wrong with it.
+        error: LineError,
     },
-    /// A sample whose value is not a number.
-    #[error("line {line}: the value is not a number")]
-    BadValue {
+    /// Bytes that are not UTF-8.
+    #[error("not UTF-8")]
+    NotUtf8,
+    /// The last line has no `\n`: it would run into the next family.
+    #[error("the last line has no final newline")]
+    NoFinalNewline,
+    /// A HELP or TYPE line after the family's samples, or twice.
+    #[error("line {line}: HELP or TYPE of {family} repeated or after its samples")]
+    LateMetadata {
         /// 1-based line number.
         line: usize,
+        /// The family.
+        family: String,
     },
     /// A family declared twice, or split.
     #[error("family {0} appears twice")]
     Repeated(String),
+    /// The same series twice.
+    #[error("line {line}: a series appears twice")]
+    DuplicateSeries {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A histogram bucket or summary quantile whose bound is not a number.
+    #[error("line {line}: the le or quantile label is not a number")]
+    BadBound {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A family in the runtime's own `matrixinfer_runtime_` namespace.
+    #[error("family {0} is in the runtime's own namespace")]
+    Reserved(String),
+    /// A new family whose samples another family would claim by suffix,
+    /// or that would claim another family's.
+    #[error("family {family} collides with family {other} by suffix")]
+    Collides {
+        /// The family written.
+        family: String,
+        /// The family it collides with.
+        other: String,
+    },
     /// A family the filter did not select, which exists elsewhere.
     #[error("family {0} was not selected by this filter and exists elsewhere in the scrape")]
     Foreign(String),
 }
 
 impl Violation {
-    /// A short label for metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason it counts under.
+    pub fn reason(&self) -> super::health::Reason {
         match self {
-            Violation::Foreign(_) => "foreign_family",
-            _ => "invalid_output",
+            Violation::Foreign(_) => super::health::Reason::ForeignFamily,
+            _ => super::health::Reason::InvalidOutput,
         }
     }
 }
 
-/// Walks `text` family by family. `allowed(name)` says whether the filter
-/// may write family `name`; `family(name, bytes)` receives the ranges of
-/// each family's name and of its lines (so the caller can route it).
-/// Returns the first violation.
-pub fn families<'t>(
-    text: &'t [u8],
-    mut allowed: impl FnMut(&[u8]) -> bool,
-    mut family: impl FnMut(Range<usize>, Range<usize>),
-) -> Result<(), Violation> {
-    struct Current<'t> {
-        name: &'t [u8],
-        name_at: Range<usize>,
-        kind: MetricType,
-        has_help: bool,
-        has_type: bool,
-        start: usize,
+/// Where a family name stands in the scrape, as far as one filter's
+/// output is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Presence {
+    /// Nowhere else: the filter may create it.
+    New,
+    /// Given to this filter (it may write it back, changed or not).
+    Mine,
+    /// In the output, or given to another filter.
+    Elsewhere,
+}
+
+/// What the check needs to know of the rest of the scrape.
+pub trait Scope {
+    /// Whether the filter's selectors select `family`.
+    fn selects(&self, family: &[u8]) -> bool;
+    /// Where `family` stands in the scrape.
+    fn presence(&self, family: &[u8]) -> Presence;
+    /// Whether the text may hold the runtime's own families (true only
+    /// when checking a whole response).
+    fn is_runtime(&self) -> bool {
+        false
     }
-    let mut done: HashSet<&[u8]> = HashSet::new();
-    let mut close = |current: Option<Current<'t>>, end: usize| -> Result<(), Violation> {
-        if let Some(c) = current {
-            if !done.insert(c.name) {
-                return Err(Violation::Repeated(
-                    String::from_utf8_lossy(c.name).into_owned(),
-                ));
+}
+
+/// Reusable state of [`check`], so a warm worker allocates little.
+#[derive(Debug, Default)]
+pub struct Checker {
+    series: HashSet<u64, foldhash::fast::FixedState>,
+    name: Vec<u8>,
+}
+
+struct Current<'t> {
+    name: &'t [u8],
+    name_at: Range<usize>,
+    kind: MetricType,
+    has_help: bool,
+    has_type: bool,
+    has_samples: bool,
+    start: usize,
+}
+
+impl Checker {
+    /// Checks `text`, a filter's whole output, family by family; each
+    /// family's name and lines go to `family` (so the caller can route it).
+    /// Returns the first violation.
+    pub fn check<'t>(
+        &mut self,
+        text: &'t [u8],
+        scope: &impl Scope,
+        mut family: impl FnMut(Range<usize>, Range<usize>),
+    ) -> Result<(), Violation> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        if text.last() != Some(&b'\n') {
+            return Err(Violation::NoFinalNewline);
+        }
+        std::str::from_utf8(text).map_err(|_| Violation::NotUtf8)?;
+        let mut done: HashMap<&'t [u8], MetricType> = HashMap::new();
+        let mut current: Option<Current<'t>> = None;
+        let mut offset = 0;
+        for (n, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+            let number = n + 1;
+            let content = &raw[..raw.len() - 1];
+            let start = offset;
+            offset += raw.len();
+            let malformed = |error| Violation::Malformed {
+                line: number,
+                error,
+            };
+            let checked = expo::check_line(content).map_err(malformed)?;
+            let (name_range, kind) = match &checked {
+                Checked::Blank | Checked::Comment => continue,
+                Checked::Help { name } => (name.clone(), None),
+                Checked::Type { name, kind } => (name.clone(), Some(*kind)),
+                Checked::Sample {
+                    name,
+                    labels,
+                    value: _,
+                } => {
+                    let name_bytes = &content[name.clone()];
+                    if expo::is_reserved(name_bytes) && !scope.is_runtime() {
+                        return Err(Violation::Reserved(lossy(name_bytes)));
+                    }
+                    if let Some(c) = &mut current
+                        && c.kind.owns(c.name, name_bytes)
+                    {
+                        c.has_samples = true;
+                        self.sample(content, name.clone(), labels.clone(), c, number)?;
+                        continue;
+                    }
+                    (name.clone(), None)
+                }
+            };
+            let name = &content[name_range.clone()];
+            let is_sample = matches!(checked, Checked::Sample { .. });
+            if let Some(c) = &mut current
+                && c.name == name
+                && !is_sample
+            {
+                let repeated = if kind.is_some() {
+                    c.has_type
+                } else {
+                    c.has_help
+                };
+                if repeated || c.has_samples {
+                    return Err(Violation::LateMetadata {
+                        line: number,
+                        family: lossy(name),
+                    });
+                }
+                if let Some(kind) = kind {
+                    c.has_type = true;
+                    c.kind = kind;
+                } else {
+                    c.has_help = true;
+                }
+                continue;
             }
-            family(c.name_at, c.start..end);
+            if let Some(c) = current.take() {
+                self.close(c, start, &mut done, scope, &mut family)?;
+            }
+            self.open(name, &done, scope)?;
+            let mut next = Current {
+                name,
+                name_at: start + name_range.start..start + name_range.end,
+                kind: kind.unwrap_or(MetricType::Untyped),
+                has_help: matches!(checked, Checked::Help { .. }),
+                has_type: kind.is_some(),
+                has_samples: is_sample,
+                start,
+            };
+            self.series.clear();
+            if let Checked::Sample { name, labels, .. } = checked {
+                self.sample(content, name, labels, &mut next, number)?;
+            }
+            current = Some(next);
+        }
+        if let Some(c) = current.take() {
+            self.close(c, offset, &mut done, scope, &mut family)?;
         }
         Ok(())
-    };
-    let mut current: Option<Current<'t>> = None;
+    }
+
+    /// A family starts: it must be the filter's to write, and not one
+    /// that another family's samples would claim.
+    fn open(
+        &mut self,
+        name: &[u8],
+        done: &HashMap<&[u8], MetricType>,
+        scope: &impl Scope,
+    ) -> Result<(), Violation> {
+        if expo::is_reserved(name) && !scope.is_runtime() {
+            return Err(Violation::Reserved(lossy(name)));
+        }
+        if done.contains_key(name) {
+            return Err(Violation::Repeated(lossy(name)));
+        }
+        let presence = scope.presence(name);
+        if presence == Presence::Elsewhere && !scope.selects(name) {
+            return Err(Violation::Foreign(lossy(name)));
+        }
+        for suffix in CLAIMED_SUFFIXES {
+            let Some(base) = name.strip_suffix(suffix.as_bytes()) else {
+                continue;
+            };
+            // The type of a family elsewhere in the scrape is not known
+            // here: any base name there counts.
+            let claimed = match done.get(base) {
+                Some(kind) => kind.claims().contains(&suffix),
+                None => presence == Presence::New && scope.presence(base) == Presence::Elsewhere,
+            };
+            if claimed {
+                return Err(Violation::Collides {
+                    family: lossy(name),
+                    other: lossy(base),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A family ends: its samples' names must not be families of their
+    /// own elsewhere.
+    fn close<'t>(
+        &mut self,
+        c: Current<'t>,
+        end: usize,
+        done: &mut HashMap<&'t [u8], MetricType>,
+        scope: &impl Scope,
+        family: &mut impl FnMut(Range<usize>, Range<usize>),
+    ) -> Result<(), Violation> {
+        let new = scope.presence(c.name) == Presence::New;
+        for suffix in c.kind.claims() {
+            self.name.clear();
+            self.name.extend_from_slice(c.name);
+            self.name.extend_from_slice(suffix.as_bytes());
+            let other = self.name.as_slice();
+            if done.contains_key(other) || (new && scope.presence(other) == Presence::Elsewhere) {
+                return Err(Violation::Collides {
+                    family: lossy(c.name),
+                    other: lossy(other),
+                });
+            }
+        }
+        done.insert(c.name, c.kind);
+        family(c.name_at, c.start..end);
+        Ok(())
+    }
+
+    /// One sample of family `c`: its bounds, and a series not seen before.
+    fn sample(
+        &mut self,
+        line: &[u8],
+        name: Range<usize>,
+        labels: Range<usize>,
+        c: &mut Current<'_>,
+        number: usize,
+    ) -> Result<(), Violation> {
+        let bound = match (c.kind, &line[name.clone()][c.name.len()..]) {
+            (MetricType::Histogram, b"_bucket") => Some(&b"le"[..]),
+            (MetricType::Summary, b"") => Some(&b"quantile"[..]),
+            _ => None,
+        };
+        let hasher = foldhash::fast::FixedState::with_seed(0x6d69);
+        let mut hash = hasher.hash_one(&line[name]);
+        for (label, value) in expo::label_pairs(line, labels) {
+            let (label, value) = (&line[label], &line[value]);
+            if Some(label) == bound && !expo::is_value(value) {
+                return Err(Violation::BadBound { line: number });
+            }
+            hash = hash.wrapping_add(hasher.hash_one((label, value)));
+        }
+        if !self.series.insert(hash) {
+            return Err(Violation::DuplicateSeries { line: number });
+        }
+        Ok(())
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Splits text the runtime already trusts (what it handed a filter, given
+/// back unchanged) into families, without checking it: each family's name
+/// and lines go to `family`.
+pub fn families(text: &[u8], mut family: impl FnMut(Range<usize>, Range<usize>)) {
+    struct Current {
+        name: Range<usize>,
+        kind: MetricType,
+        start: usize,
+    }
+    let mut current: Option<Current> = None;
     let mut offset = 0;
-    for (n, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+    for raw in text.split_inclusive(|&b| b == b'\n') {
         let content = raw.strip_suffix(b"\n").unwrap_or(raw);
         let start = offset;
         offset += raw.len();
-        // Most lines continue the family before them.
         if let Some(c) = &current
-            && let Some(end) = sample_of(content, c.name, c.kind)
+            && sample_of(content, &text[c.name.clone()], c.kind).is_some()
         {
-            check_value(content, 0..end).map_err(|()| Violation::BadValue { line: n + 1 })?;
             continue;
         }
-        let line = classify(content);
-        let name_range = match &line {
-            Line::Blank | Line::Comment => continue,
-            Line::Eof | Line::Malformed => return Err(Violation::Malformed { line: n + 1 }),
-            Line::Sample { name } => {
-                check_value(content, name.clone())
-                    .map_err(|()| Violation::BadValue { line: n + 1 })?;
-                name.clone()
-            }
-            Line::Help { name } | Line::Type { name, .. } => name.clone(),
+        let (name, kind) = match classify(content) {
+            Line::Sample { name } => (name, None),
+            Line::Help { name } => (name, None),
+            Line::Type { name, kind } => (name, Some(kind)),
+            _ => continue,
         };
-        let name = &content[name_range.clone()];
-        let continues = match (&mut current, &line) {
-            (None, _) => false,
-            (Some(c), Line::Help { .. }) => {
-                let same = c.name == name && !c.has_help;
-                c.has_help |= same;
-                same
+        let name = start + name.start..start + name.end;
+        if let Some(c) = &mut current
+            && text[c.name.clone()] == text[name.clone()]
+        {
+            if let Some(kind) = kind {
+                c.kind = kind;
             }
-            (Some(c), Line::Type { kind, .. }) => {
-                let same = c.name == name && !c.has_type;
-                if same {
-                    c.has_type = true;
-                    c.kind = *kind;
-                }
-                same
-            }
-            (Some(c), _) => c.kind.owns(c.name, name),
-        };
-        if continues {
             continue;
         }
-        close(current.take(), start)?;
-        if !allowed(name) {
-            return Err(Violation::Foreign(
-                String::from_utf8_lossy(name).into_owned(),
-            ));
+        if let Some(c) = current.take() {
+            family(c.name, c.start..start);
         }
         current = Some(Current {
             name,
-            name_at: start + name_range.start..start + name_range.end,
-            kind: match line {
-                Line::Type { kind, .. } => kind,
-                _ => MetricType::Untyped,
-            },
-            has_help: matches!(line, Line::Help { .. }),
-            has_type: matches!(line, Line::Type { .. }),
+            kind: kind.unwrap_or(MetricType::Untyped),
             start,
         });
     }
-    close(current, offset)
-}
-
-/// A sample's value must be a float (`NaN`, `+Inf`, `-Inf` included); an
-/// optional timestamp an integer. Read from the end of the line, so the
-/// label set is not scanned (the `filter` benchmark): the value is the last
-/// token, or the one before a timestamp, and what precedes it must close
-/// the label set (or be the bare name).
-fn check_value(content: &[u8], name: Range<usize>) -> Result<(), ()> {
-    let line = content.trim_ascii_end();
-    let has_labels = content.get(name.end) == Some(&b'{');
-    let head_ok = |head: &[u8]| {
-        let head = head.trim_ascii_end();
-        if has_labels {
-            head.ends_with(b"}") && head.len() > name.end
-        } else {
-            head.len() == name.end
-        }
-    };
-    let (rest, last) = split_last_token(line).ok_or(())?;
-    if is_float(last) && head_ok(rest) {
-        return Ok(());
+    if let Some(c) = current {
+        family(c.name, c.start..offset);
     }
-    if is_integer(last)
-        && let Some((head, value)) = split_last_token(rest.trim_ascii_end())
-        && is_float(value)
-        && head_ok(head)
-    {
-        return Ok(());
-    }
-    Err(())
-}
-
-/// `(everything before, last token)` of a line split at its last blank.
-fn split_last_token(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let at = line.iter().rposition(|&b| b == b' ' || b == b'\t')?;
-    Some((&line[..at], &line[at + 1..]))
-}
-
-/// `[+-]digits[.digits][e[+-]digits]`, checked byte by byte (the common
-/// case, and much cheaper than parsing); anything else through `f64`'s
-/// parser, which knows the rest (`NaN`, `Inf`, `.5`, …).
-fn is_float(token: &[u8]) -> bool {
-    let mut i = usize::from(matches!(token.first(), Some(b'+' | b'-')));
-    let digits = |i: &mut usize| {
-        let start = *i;
-        while token.get(*i).is_some_and(u8::is_ascii_digit) {
-            *i += 1;
-        }
-        *i > start
-    };
-    let whole = digits(&mut i);
-    let fraction = token.get(i) == Some(&b'.') && {
-        i += 1;
-        digits(&mut i)
-    };
-    let mut simple = whole || fraction;
-    if simple && matches!(token.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(token.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        simple = digits(&mut i);
-    }
-    if simple && i == token.len() {
-        return true;
-    }
-    std::str::from_utf8(token)
-        .is_ok_and(|t| matches!(t, "NaN" | "+Inf" | "-Inf" | "Inf") || t.parse::<f64>().is_ok())
-}
-
-fn is_integer(token: &[u8]) -> bool {
-    let digits = token.strip_prefix(b"-").unwrap_or(token);
-    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(text: &str, allowed: &[&str]) -> Result<Vec<String>, Violation> {
-        let mut seen = Vec::new();
-        families(
-            text.as_bytes(),
-            |name| allowed.iter().any(|a| a.as_bytes() == name),
-            |name, range| seen.push(format!("{}:{}", &text[name], &text[range].lines().count())),
-        )?;
-        Ok(seen)
-    }
-
-    #[test]
-    fn good_output() {
-        let text = "# HELP a A.\n# TYPE a histogram\na_bucket{le=\"+Inf\"} 1\na_sum 2.5\na_count 1\n\
-                    # TYPE b gauge\nb{x=\"}\"} NaN 1712345678000\nc 1e3\n";
-        assert_eq!(
-            check(text, &["a", "b", "c"]).unwrap(),
-            ["a:5", "b:2", "c:1"]
-        );
-        assert_eq!(check("", &[]).unwrap(), Vec::<String>::new());
-    }
-
-    #[test]
-    fn floats() {
-        for good in [
-            "1",
-            "-1",
-            "+1.5",
-            "1.",
-            "8.128902e+06",
-            "1E-3",
-            "NaN",
-            "+Inf",
-            "-Inf",
-            ".5",
-            "0.0",
-        ] {
-            assert!(is_float(good.as_bytes()), "{good}");
-        }
-        for bad in ["", "one", "1e", "1.2.3", "--1", "0x10", "1,5"] {
-            assert!(!is_float(bad.as_bytes()), "{bad}");
-        }
-    }
-
-    #[test]
-    fn refusals() {
-        assert_eq!(
-            check("a 1\n\u{0}garbage\n", &["a"]),
-            Err(Violation::Malformed { line: 2 })
-        );
-        assert_eq!(
-            check("a one\n", &["a"]),
-            Err(Violation::BadValue { line: 1 })
-        );
-        assert_eq!(
-            check("a 1 2 3\n", &["a"]),
-            Err(Violation::BadValue { line: 1 })
-        );
-        assert_eq!(
-            check("a 1\nb 1\na 2\n", &["a", "b"]),
-            Err(Violation::Repeated("a".into()))
-        );
-        assert_eq!(
-            check("# TYPE a gauge\n# TYPE a gauge\na 1\n", &["a"]),
-            Err(Violation::Repeated("a".into()))
-        );
-        assert_eq!(
-            check("a 1\nother 2\n", &["a"]),
-            Err(Violation::Foreign("other".into()))
-        );
-        assert_eq!(
-            check("a 1\n# EOF\n", &["a"]),
-            Err(Violation::Malformed { line: 2 })
-        );
-        assert_eq!(Violation::Foreign("x".into()).reason(), "foreign_family");
-    }
-}
+mod tests;

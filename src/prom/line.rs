@@ -7,66 +7,7 @@
 
 use std::ops::Range;
 
-/// The type a `# TYPE` line declares for a family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricType {
-    /// `counter`: samples `x`, `x_total`, `x_created`.
-    Counter,
-    /// `gauge`.
-    Gauge,
-    /// `histogram`: samples `x_bucket`, `x_sum`, `x_count`, `x_created`.
-    Histogram,
-    /// `gaugehistogram` (OpenMetrics): `x_bucket`, `x_gsum`, `x_gcount`.
-    GaugeHistogram,
-    /// `summary`: `x`, `x_sum`, `x_count`, `x_created`.
-    Summary,
-    /// `info` (OpenMetrics): `x_info`.
-    Info,
-    /// `stateset` (OpenMetrics).
-    StateSet,
-    /// `untyped`, `unknown`, a type we do not know, or no `# TYPE` line.
-    Untyped,
-}
-
-impl MetricType {
-    fn parse(token: &[u8]) -> MetricType {
-        match token {
-            b"counter" => MetricType::Counter,
-            b"gauge" => MetricType::Gauge,
-            b"histogram" => MetricType::Histogram,
-            b"gaugehistogram" => MetricType::GaugeHistogram,
-            b"summary" => MetricType::Summary,
-            b"info" => MetricType::Info,
-            b"stateset" => MetricType::StateSet,
-            _ => MetricType::Untyped,
-        }
-    }
-
-    /// Whether a sample called `name` belongs to a family called `family`
-    /// of this type. Counters own `x_total` as well as `x` because engines
-    /// spell the TYPE line both ways (`# TYPE x_total counter` from
-    /// prometheus_client, `# TYPE x counter` from OpenMetrics writers).
-    pub fn owns(self, family: &[u8], name: &[u8]) -> bool {
-        name.strip_prefix(family)
-            .is_some_and(|suffix| self.owns_suffix(suffix))
-    }
-
-    /// Whether a sample named family name + `suffix` belongs to a family of
-    /// this type. A `match` on byte strings compiles to length checks and
-    /// inline compares, which `relabel` benchmarks showed to matter.
-    pub fn owns_suffix(self, suffix: &[u8]) -> bool {
-        match self {
-            MetricType::Counter => matches!(suffix, b"" | b"_total" | b"_created"),
-            MetricType::Histogram => {
-                matches!(suffix, b"_bucket" | b"_sum" | b"_count" | b"_created")
-            }
-            MetricType::GaugeHistogram => matches!(suffix, b"_bucket" | b"_gsum" | b"_gcount"),
-            MetricType::Summary => matches!(suffix, b"" | b"_sum" | b"_count" | b"_created"),
-            MetricType::Info => matches!(suffix, b"" | b"_info"),
-            MetricType::Gauge | MetricType::StateSet | MetricType::Untyped => suffix.is_empty(),
-        }
-    }
-}
+pub use expo::MetricType;
 
 /// What a line is. Ranges index the line passed to [`classify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,41 +117,8 @@ fn skip_blanks(line: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// End of the metric name starting at `start`: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-fn name_end(line: &[u8], start: usize) -> usize {
-    match line.get(start) {
-        Some(b) if NAME_BYTE[usize::from(*b)] == NAME_START => name_continue(line, start + 1),
-        _ => start,
-    }
-}
-
-/// End of a metric name whose first `from` bytes are known to be a name.
-pub fn name_continue(line: &[u8], from: usize) -> usize {
-    line[from..]
-        .iter()
-        .position(|&b| NAME_BYTE[usize::from(b)] == 0)
-        .map_or(line.len(), |i| from + i)
-}
-
-const NAME_START: u8 = 1;
-const NAME_DIGIT: u8 = 2;
-
-/// Which bytes may appear in a metric name: a table lookup per byte rather
-/// than a chain of range checks (see the `relabel` benchmark).
-static NAME_BYTE: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        if c.is_ascii_alphabetic() || c == b'_' || c == b':' {
-            table[b] = NAME_START;
-        } else if c.is_ascii_digit() {
-            table[b] = NAME_DIGIT;
-        }
-        b += 1;
-    }
-    table
-};
+pub use expo::name_continue;
+use expo::name_end;
 
 /// The fast path of classification: if `content` is a sample of the
 /// family `family` (of type `kind`), where its name ends. One prefix
@@ -361,41 +269,6 @@ mod tests {
         );
         assert_eq!(classify_head(b"vllm:num_requ"), Line::Malformed);
         assert_eq!(classify_head(b"x{a=\"lo"), Line::Sample { name: 0..1 });
-    }
-
-    #[test]
-    fn ownership_by_type() {
-        use MetricType::*;
-        let table: &[(MetricType, &str, &str, bool)] = &[
-            (Counter, "x", "x_total", true),
-            (Counter, "x_total", "x_total", true),
-            (Counter, "x", "x_created", true),
-            (Counter, "x", "x_bucket", false),
-            (Histogram, "h", "h_bucket", true),
-            (Histogram, "h", "h_sum", true),
-            (Histogram, "h", "h_count", true),
-            (Histogram, "h", "h", false),
-            (
-                Histogram,
-                "iteration_tokens_total",
-                "iteration_tokens_total_bucket",
-                true,
-            ),
-            (Summary, "s", "s", true),
-            (Gauge, "g", "g", true),
-            (Gauge, "g", "g_total", false),
-            (Gauge, "g", "gx", false),
-            (Untyped, "u", "u", true),
-            (GaugeHistogram, "gh", "gh_gsum", true),
-            (Info, "i", "i_info", true),
-        ];
-        for &(kind, family, name, want) in table {
-            assert_eq!(
-                kind.owns(family.as_bytes(), name.as_bytes()),
-                want,
-                "{kind:?} {family} {name}"
-            );
-        }
     }
 
     #[test]
