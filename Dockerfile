@@ -6,6 +6,7 @@
 FROM rust:1.95-bookworm AS filters
 WORKDIR /src
 RUN rustup target add wasm32-unknown-unknown
+COPY crates crates
 COPY sdk sdk
 COPY wasm-filters wasm-filters
 RUN cargo build --release --locked --target wasm32-unknown-unknown --manifest-path wasm-filters/Cargo.toml \
@@ -21,6 +22,7 @@ WORKDIR /src
 # crate with the test and bench targets taken out of the manifest (their
 # sources are not here yet). tests/cli.rs runs this step's commands.
 COPY Cargo.toml Cargo.lock ./
+COPY crates crates
 RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && sed -i '/^\[\[test\]\]/,/^$/d; /^\[\[bench\]\]/,/^$/d' Cargo.toml \
     && cargo build --release --locked --bin matrixinfer-runtime \

@@ -125,9 +125,22 @@ fn dockerfile_steps_match_the_tree() {
         .next()
         .unwrap();
     let dir = temp_dir("dockerfile-stub");
+    // What the stage copies in before the stub: the manifest, the lock and
+    // the workspace's own crates.
+    assert!(
+        joined.contains("COPY Cargo.toml Cargo.lock ./\nCOPY crates crates\nRUN mkdir -p src"),
+        "the dependency stage copies the manifest, the lock and crates/"
+    );
     for file in ["Cargo.toml", "Cargo.lock"] {
         std::fs::copy(root.join(file), dir.join(file)).unwrap();
     }
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(root.join("crates"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let run = Command::new("sh")
         .args(["-ec", stub])
         .current_dir(&dir)

@@ -149,11 +149,13 @@ impl Checker {
         let mut done: HashMap<&'t [u8], MetricType> = HashMap::new();
         let mut current: Option<Current<'t>> = None;
         let mut offset = 0;
-        for (n, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
-            let number = n + 1;
-            let content = &raw[..raw.len() - 1];
+        let mut number = 0;
+        // The text ends with a newline (checked above): every line has one.
+        for newline in memchr::memchr_iter(b'\n', text) {
+            number += 1;
+            let content = &text[offset..newline];
             let start = offset;
-            offset += raw.len();
+            offset = newline + 1;
             let malformed = |error| Violation::Malformed {
                 line: number,
                 error,
