@@ -10,17 +10,23 @@
 
 use crate::abi::{Level, log};
 use crate::model::Families;
+use crate::output;
 use crate::selector;
 use crate::text;
+
+/// How many refusals one call's warning names; the rest are counted.
+const LOGGED_REFUSALS: usize = 10;
 
 /// A filter over parsed families.
 ///
 /// What it leaves in `families` replaces, in the runtime's output, the
 /// families it was given. It may only output families it selected, or
 /// families whose names appear nowhere else in the scrape (a renamed
-/// family, a derived gauge); each family contiguous and declared once. Output
-/// anything else and the runtime serves the input unfiltered and counts an
-/// error.
+/// family, a derived gauge). Output anything else and the runtime serves
+/// the input unfiltered and counts an error. Within its output, the
+/// format's rules are kept for it: [`write`](crate::write) leaves out each
+/// family or sample the runtime would refuse (logging what and why, as a
+/// warning, once per call) and writes a family that appears twice as one.
 pub trait Filter: Sized + 'static {
     /// Builds the filter from its config (the text the operator gave, often
     /// JSON; empty when none was given). An `Err` refuses to run: the reason
@@ -110,8 +116,12 @@ impl<F: Filter> Instance for Structured<F> {
         // `output` is empty, so this reuses its allocation without copying.
         let mut out = String::from_utf8(std::mem::take(output)).unwrap_or_default();
         out.reserve(input.len());
-        text::write(&families, &mut out);
+        let refusals = output::write(&families, &mut out);
         *output = out.into_bytes();
+        if !refusals.is_empty() {
+            // One line per call, bounded: the runtime rate-limits its log.
+            log(Level::Warn, &output::summary(&refusals, LOGGED_REFUSALS));
+        }
     }
 }
 
@@ -181,6 +191,30 @@ mod tests {
     fn structured_passes_bad_input_through() {
         assert_eq!(run(b"x 1\n\xff\n"), b"x 1\n\xff\n");
         assert_eq!(run(b"x one\n"), b"x one\n");
+    }
+
+    struct Reserved;
+
+    impl Filter for Reserved {
+        fn new(_: &str) -> Result<Self, String> {
+            Ok(Reserved)
+        }
+
+        fn filter(&mut self, families: &mut Families) {
+            for family in families.iter_mut() {
+                family.rename("matrixinfer_runtime_filter_enabled");
+            }
+            let mut kept = Family::new("kept");
+            kept.push_sample([("a", "1")], 1.0);
+            families.push(kept);
+        }
+    }
+
+    #[test]
+    fn structured_leaves_out_what_the_runtime_refuses() {
+        let mut out = Vec::new();
+        Structured(Reserved).run(b"x 1\n", &mut out);
+        assert_eq!(out, b"kept{a=\"1\"} 1\n");
     }
 
     #[test]

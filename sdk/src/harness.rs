@@ -3,16 +3,42 @@
 
 use crate::filter::{Filter, RawFilter};
 use crate::model::Families;
+use crate::output::{self, Refusal};
 use crate::selector::{self, matches};
 use crate::text;
 
 /// Builds `F` from `config`, runs it once on `input`, and returns its output
 /// as text. The `Err` is `F`'s refusal of its config (or of its selectors,
-/// as `mi_init` would), or a parse error in `input`.
+/// as `mi_init` would), a parse error in `input`, or the list of what
+/// [`write`](crate::write) left out of the output because the runtime would
+/// refuse it (a module logs those as a warning and serves the rest; a test
+/// should not pass with them). To test a filter that expects some, use
+/// [`run_with_refusals`].
 ///
 /// `input` is what the runtime would hand the filter: the selected families
 /// only (see [`selected`]).
 pub fn run<F: Filter>(config: &str, input: &str) -> Result<String, String> {
+    let (out, refusals) = run_with_refusals::<F>(config, input)?;
+    if refusals.is_empty() {
+        return Ok(out);
+    }
+    let mut error = format!(
+        "output: left out {} item(s) the runtime would refuse:",
+        refusals.len()
+    );
+    for refusal in &refusals {
+        error.push_str("\n  ");
+        error.push_str(&refusal.to_string());
+    }
+    Err(error)
+}
+
+/// [`run`], except that what [`write`](crate::write) left out is returned
+/// beside the output rather than as an error.
+pub fn run_with_refusals<F: Filter>(
+    config: &str,
+    input: &str,
+) -> Result<(String, Vec<Refusal>), String> {
     let mut filter = F::new(config)?;
     for s in filter.selectors() {
         selector::check(&s)?;
@@ -20,11 +46,13 @@ pub fn run<F: Filter>(config: &str, input: &str) -> Result<String, String> {
     let mut families = Families::from(text::parse(input).map_err(|e| format!("input: {e}"))?);
     filter.filter(&mut families);
     let mut out = String::with_capacity(input.len());
-    text::write(&families, &mut out);
-    Ok(out)
+    let refusals = output::write(&families, &mut out);
+    Ok((out, refusals))
 }
 
-/// [`run`] for a [`RawFilter`].
+/// [`run`] for a [`RawFilter`]. Its output is returned as it is: it does
+/// not go through [`write`](crate::write), so nothing is left out, and
+/// nothing checked (check lines with [`expo::check_line`]).
 pub fn run_raw<F: RawFilter>(config: &str, input: &[u8]) -> Result<Vec<u8>, String> {
     let mut filter = F::new(config)?;
     for s in filter.selectors() {
@@ -56,8 +84,10 @@ pub fn selected<F: Filter>(config: &str, input: &str) -> Result<Vec<String>, Str
 /// `<dir>/testdata/out.prom` byte for byte. Pass `env!("CARGO_MANIFEST_DIR")`.
 ///
 /// It also checks that the pair is honest: every family of `in.prom` is one
-/// `F` selects (so `in.prom` is exactly what the runtime would hand it), and
-/// the output declares each family once.
+/// `F` selects (so `in.prom` is exactly what the runtime would hand it),
+/// nothing was left out of the output (see [`run`]), every output line
+/// passes the runtime's [`expo::check_line`], and the output declares each
+/// family once.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn assert_testdata<F: Filter>(dir: &str) {
     let read = |name: &str| {
@@ -96,6 +126,11 @@ pub fn assert_testdata<F: Filter>(dir: &str) {
         );
     }
 
+    for (n, line) in actual.lines().enumerate() {
+        if let Err(e) = expo::check_line(line.as_bytes()) {
+            panic!("output line {}: {e}: {line:?}", n + 1);
+        }
+    }
     let families = text::parse(&actual).unwrap_or_else(|e| panic!("output: {e}"));
     for (i, family) in families.iter().enumerate() {
         assert!(
@@ -144,6 +179,38 @@ mod tests {
             run::<DropNan>("", "vllm:a\n")
                 .unwrap_err()
                 .starts_with("input: line 1")
+        );
+    }
+
+    struct Hex;
+
+    impl Filter for Hex {
+        fn new(_: &str) -> Result<Self, String> {
+            Ok(Hex)
+        }
+
+        fn filter(&mut self, families: &mut Families) {
+            for sample in families.iter_mut().flat_map(|f| &mut f.samples) {
+                sample.value = "0x10".to_owned();
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_fail_run() {
+        let e = run::<Hex>("", "a 1\nb{c=\"d\"} 2\n").unwrap_err();
+        assert_eq!(
+            e,
+            "output: left out 2 item(s) the runtime would refuse:\n  \
+             family a, sample a 0x10: the value is not a number\n  \
+             family b, sample b{c=\"d\"} 0x10: the value is not a number"
+        );
+        let (out, refusals) = run_with_refusals::<Hex>("", "a 1\n").unwrap();
+        assert_eq!(out, "");
+        assert_eq!(refusals.len(), 1);
+        assert_eq!(
+            run_with_refusals::<Hex>("", "").unwrap(),
+            (String::new(), vec![])
         );
     }
 

@@ -17,6 +17,23 @@
 //! - [`run`], [`selected`] and [`assert_testdata`] run a filter natively,
 //!   for its tests.
 //!
+//! # What the runtime accepts
+//!
+//! The runtime refuses a filter's whole output for one line Prometheus
+//! would not parse, or one family that breaks the format's rules (split in
+//! two, a series twice, in its own `matrixinfer_runtime_` namespace, ...),
+//! and serves that scrape unfiltered. The SDK shares the runtime's
+//! implementation of those rules ([`expo`]): which samples belong to which
+//! family ([`Family::owns`]; a histogram's samples always carry a suffix),
+//! what a name is ([`is_metric_name`], [`is_label_name`], [`is_reserved`]).
+//! [`write()`], which every [`Filter`]'s output goes through, escapes label
+//! values and HELP text, ends every line, writes a split family as one, and
+//! leaves out each family or sample the runtime would refuse, so that the
+//! rest still counts. It returns a [`Refusal`] for each: the module logs
+//! them as a warning on each call, and [`run`] (so [`assert_testdata`])
+//! fails with them in tests. What it cannot see is the rest of the scrape:
+//! output only families you selected, or new names.
+//!
 //! # Example
 //!
 //! ```
@@ -69,6 +86,7 @@ mod abi;
 mod filter;
 mod harness;
 mod model;
+mod output;
 mod selector;
 mod text;
 
@@ -76,10 +94,16 @@ pub use abi::{ABI_VERSION, Level, log};
 pub use filter::{Filter, RawFilter};
 #[cfg(not(target_arch = "wasm32"))]
 pub use harness::assert_testdata;
-pub use harness::{run, run_raw, selected};
+pub use harness::{run, run_raw, run_with_refusals, selected};
 pub use model::{Families, Family, Sample};
+pub use output::{Refusal, RefusalReason, write};
 pub use selector::{matches, parse_list};
-pub use text::{ParseError, is_label_name, is_metric_name, parse, write};
+pub use text::{ParseError, is_label_name, is_metric_name, is_reserved, parse};
+
+/// The exposition format's rules as the runtime checks them (the
+/// `matrixinfer-expo` crate), for a [`RawFilter`]'s own checks and for
+/// tests: [`expo::check_line`] is the runtime's check of one output line.
+pub use expo;
 
 /// What the export macros call; not part of the API.
 #[doc(hidden)]

@@ -4,9 +4,18 @@
 //! Everything is kept as the exposition text spelled it (names, label order,
 //! the value's digits, the timestamp), so a sample the filter does not touch
 //! is written back byte for byte.
+//!
+//! The builders take any name and any label, so that editing stays simple;
+//! [`write`](crate::write) is where the runtime's rules are enforced: a
+//! family or sample the runtime would refuse (a name that is not a metric
+//! name or is in its `matrixinfer_runtime_` namespace, a label name that is
+//! not one, `__name__`, a value that is not a number, a series twice, ...)
+//! is left out and reported, and the rest of the output still counts.
 
 use std::fmt::Write as _;
 use std::ops::{Deref, DerefMut};
+
+use expo::MetricType;
 
 // === impl Family ===
 
@@ -30,6 +39,12 @@ pub struct Family {
 
 impl Family {
     /// A family with neither HELP nor TYPE line, and no samples.
+    ///
+    /// A `name` that is not a metric name, or is in the runtime's
+    /// `matrixinfer_runtime_` namespace, is not checked here: [`write`]
+    /// leaves such a family out, and reports it.
+    ///
+    /// [`write`]: crate::write
     pub fn new(name: impl Into<String>) -> Family {
         Family {
             name: name.into(),
@@ -37,7 +52,8 @@ impl Family {
         }
     }
 
-    /// A gauge family with a HELP line and no samples yet.
+    /// A gauge family with a HELP line and no samples yet. The name is
+    /// checked when written, as for [`Family::new`].
     ///
     /// ```
     /// let mut f = matrixinfer_filter::Family::new_gauge("x_ratio", "A ratio.");
@@ -78,7 +94,12 @@ impl Family {
     /// followed the family's name in its own name, so `x_bucket` becomes
     /// `y_bucket` and `x_total` becomes `y_total`; a sample whose name does
     /// not start with the family's name (which the parser never produces)
-    /// is left as it is.
+    /// is left as it is. The new name is checked when written, as for
+    /// [`Family::new`]: check it with [`is_metric_name`] and [`is_reserved`]
+    /// first to keep the old one instead.
+    ///
+    /// [`is_metric_name`]: crate::is_metric_name
+    /// [`is_reserved`]: crate::is_reserved
     pub fn rename(&mut self, new: &str) {
         for sample in &mut self.samples {
             if let Some(suffix) = sample.name.strip_prefix(self.name.as_str()) {
@@ -93,27 +114,28 @@ impl Family {
     /// `_created`, a histogram's `_bucket`, `_sum`, `_count` and `_created`,
     /// a summary's `_sum`, `_count` and `_created` (OpenMetrics'
     /// `gaugehistogram` and `info` too). Other types have none: their
-    /// samples carry the family's name exactly.
+    /// samples carry the family's name exactly. The runtime's rule
+    /// ([`expo::MetricType::suffixes`]), not a copy of it.
     pub fn sample_suffixes(&self) -> &'static [&'static str] {
-        match self.kind.as_deref() {
-            Some("counter") => &["_total", "_created"],
-            Some("histogram") => &["_bucket", "_sum", "_count", "_created"],
-            Some("summary") => &["_sum", "_count", "_created"],
-            Some("gaugehistogram") => &["_bucket", "_gsum", "_gcount"],
-            Some("info") => &["_info"],
-            _ => &[],
-        }
+        self.metric_type().suffixes()
     }
 
-    /// Whether a sample called `sample_name` belongs to this family: it is
-    /// the family's name, or the name plus one of its
-    /// [`sample_suffixes`](Family::sample_suffixes).
+    /// Whether a sample called `sample_name` belongs to this family, by the
+    /// rule the runtime groups samples with ([`expo::MetricType::owns`]):
+    /// the family's name plus one of its
+    /// [`sample_suffixes`](Family::sample_suffixes), or the name alone for
+    /// every type but the histograms (whose samples always carry a suffix).
     pub fn owns(&self, sample_name: &str) -> bool {
-        match sample_name.strip_prefix(self.name.as_str()) {
-            Some("") => true,
-            Some(suffix) => self.sample_suffixes().contains(&suffix),
-            None => false,
-        }
+        self.metric_type()
+            .owns(self.name.as_bytes(), sample_name.as_bytes())
+    }
+
+    /// The type [`kind`](Family::kind) names, leniently (a type the
+    /// runtime does not know, or none, is untyped).
+    pub(crate) fn metric_type(&self) -> MetricType {
+        self.kind.as_deref().map_or(MetricType::Untyped, |kind| {
+            MetricType::parse(kind.as_bytes())
+        })
     }
 }
 
@@ -189,7 +211,10 @@ impl Sample {
     }
 
     /// Sets the label `name` to `value`: in place if the sample has it,
-    /// otherwise appended after the other labels.
+    /// otherwise appended after the other labels. Any value works (it is
+    /// escaped when written); a `name` that is not a label name
+    /// ([`is_label_name`](crate::is_label_name)), or `__name__`, makes
+    /// [`write`](crate::write) leave the sample out.
     pub fn set_label(&mut self, name: &str, value: &str) {
         match self.labels.iter_mut().find(|(k, _)| k == name) {
             Some((_, v)) => value.clone_into(v),
@@ -459,10 +484,59 @@ mod tests {
         f.kind = Some("histogram".into());
         assert!(f.owns("x_bucket") && f.owns("x_sum") && f.owns("x_count"));
         assert!(!f.owns("x_total") && !f.owns("x_bucketx"));
+        assert!(!f.owns("x"), "a histogram's samples carry a suffix");
         f.kind = Some("summary".into());
         assert!(f.owns("x") && f.owns("x_sum") && !f.owns("x_bucket"));
         f.kind = Some("gauge".into());
         assert!(f.owns("x") && !f.owns("x_total"));
+        f.kind = Some("info".into());
+        assert!(f.owns("x") && f.owns("x_info"));
+        f.kind = Some("something new".into());
+        assert!(f.owns("x") && !f.owns("x_total"));
+    }
+
+    #[test]
+    fn histogram_does_not_own_its_bare_name() {
+        // The runtime's rule: a sample named like a histogram is not one of
+        // its samples (Prometheus reads it as a family of its own).
+        let mut f = Family::new("h");
+        f.kind = Some("histogram".into());
+        assert!(!f.owns("h"));
+        assert!(!expo::MetricType::Histogram.owns(b"h", b"h"));
+        f.kind = Some("gaugehistogram".into());
+        assert!(!f.owns("h") && f.owns("h_gsum"));
+        assert_eq!(f.sample_suffixes(), ["_bucket", "_gsum", "_gcount"]);
+    }
+
+    #[test]
+    fn owns_is_the_runtimes_rule() {
+        for kind in [
+            None,
+            Some("counter"),
+            Some("gauge"),
+            Some("histogram"),
+            Some("gaugehistogram"),
+            Some("summary"),
+            Some("info"),
+            Some("stateset"),
+            Some("untyped"),
+            Some("unknown"),
+        ] {
+            let mut f = Family::new("x");
+            f.kind = kind.map(str::to_owned);
+            let rule = expo::MetricType::parse(kind.unwrap_or("").as_bytes());
+            for suffix in [
+                "", "_total", "_created", "_bucket", "_sum", "_count", "_info",
+            ] {
+                let name = format!("x{suffix}");
+                assert_eq!(
+                    f.owns(&name),
+                    rule.owns(b"x", name.as_bytes()),
+                    "{kind:?} {name}"
+                );
+            }
+            assert_eq!(f.sample_suffixes(), rule.suffixes());
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! The Prometheus text exposition format (0.0.4): [`parse`] and [`write`].
+//! The Prometheus text exposition format (0.0.4): [`parse`], and the name
+//! checks; [`write`](crate::write) is in `output`.
 //!
 //! Well-formed input written back unchanged comes out byte for byte: HELP
 //! text, label order, values and timestamps are kept as spelled. What is not
 //! kept: comments other than `# HELP` and `# TYPE` (including OpenMetrics'
-//! `# EOF`), blank lines, and spacing beyond the single space the format
-//! uses between tokens.
+//! `# EOF`), blank lines, spacing beyond the single space the format uses
+//! between tokens, and what the runtime would refuse (see
+//! [`write`](crate::write)).
 
 use std::fmt;
 
@@ -43,10 +45,14 @@ impl std::error::Error for ParseError {}
 ///
 /// `# HELP` and `# TYPE` lines start a family (the second one joins the
 /// first when they name the same family and no sample came in between). A
-/// sample joins the current family when [`Family::owns`] its name: the
-/// family's name, or it plus a suffix the family's type allows (`_total`,
-/// `_bucket`, ...). Any other sample starts a family of its own name without
-/// HELP or TYPE. Label values are unescaped (`\\`, `\"`, `\n`); HELP text
+/// sample joins the current family when [`Family::owns`] its name, the
+/// runtime's rule: the family's name plus a suffix the family's type allows
+/// (`_total`, `_bucket`, ...), or the name alone for any type but the
+/// histograms. Any other sample starts a family of its own name without
+/// HELP or TYPE (so does a sample named like the histogram before it). The
+/// parser is lenient: a TYPE it does not know, a negative timestamp or a
+/// value out of range are read, and left for [`write`](crate::write) to
+/// refuse. Label values are unescaped (`\\`, `\"`, `\n`); HELP text
 /// too (`\\`, `\n`). Other comments and blank lines are dropped.
 ///
 /// ```
@@ -143,10 +149,7 @@ fn parse_comment(rest: &str) -> Result<Comment<'_>, String> {
 
 /// Parses `name{labels} value [timestamp]`.
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let end = line
-        .find(|c: char| !is_metric_name_char(c))
-        .unwrap_or(line.len());
-    let (name, mut rest) = line.split_at(end);
+    let (name, mut rest) = line.split_at(expo::name_end(line.as_bytes(), 0));
     if !is_metric_name(name) {
         return Err(format!("invalid metric name at {:?}", snippet(line)));
     }
@@ -283,109 +286,40 @@ fn snippet(s: &str) -> &str {
     s.char_indices().nth(40).map_or(s, |(at, _)| &s[..at])
 }
 
-fn is_metric_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
-}
-
 /// Whether `name` is a valid metric (family or sample) name:
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*` (the runtime's check, [`expo::is_metric_name`]).
 pub fn is_metric_name(name: &str) -> bool {
-    name.chars().all(is_metric_name_char)
-        && name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+    expo::is_metric_name(name.as_bytes())
 }
 
 fn is_label_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// Whether `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+/// Whether `name` is a valid label name: `[a-zA-Z_][a-zA-Z0-9_]*` (the
+/// runtime's check, [`expo::is_label_name`]). `__name__` is one, but a
+/// sample may not carry it.
 pub fn is_label_name(name: &str) -> bool {
-    name.chars().all(is_label_name_char) && name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+    expo::is_label_name(name.as_bytes())
 }
 
-// === write ===
-
-/// Appends the families to `out` as exposition text: for each, its
-/// `# HELP name text` line (escaping `\` and newline), its
-/// `# TYPE name kind` line, then `name{k="v",...} value[ timestamp]` per
-/// sample (escaping `\`, `"` and newline in label values; no braces when
-/// a sample has no labels). Every line ends with `\n`.
-///
-/// ```
-/// use matrixinfer_filter::{Family, write};
-/// let mut family = Family::new_gauge("pods", "Pods.");
-/// family.push_sample([("zone", "a\"b")], 3.0);
-/// let mut out = String::new();
-/// write(&[family], &mut out);
-/// assert_eq!(out, "# HELP pods Pods.\n# TYPE pods gauge\npods{zone=\"a\\\"b\"} 3\n");
-/// ```
-pub fn write(families: &[Family], out: &mut String) {
-    for family in families {
-        write_family(family, out);
-    }
-}
-
-fn write_family(family: &Family, out: &mut String) {
-    if let Some(help) = &family.help {
-        out.push_str("# HELP ");
-        out.push_str(&family.name);
-        out.push(' ');
-        escape_into(help, &['\\', '\n'], out);
-        out.push('\n');
-    }
-    if let Some(kind) = &family.kind {
-        out.push_str("# TYPE ");
-        out.push_str(&family.name);
-        out.push(' ');
-        out.push_str(kind);
-        out.push('\n');
-    }
-    for sample in &family.samples {
-        out.push_str(&sample.name);
-        if !sample.labels.is_empty() {
-            out.push('{');
-            for (i, (name, value)) in sample.labels.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(name);
-                out.push_str("=\"");
-                escape_into(value, &['\\', '"', '\n'], out);
-                out.push('"');
-            }
-            out.push('}');
-        }
-        out.push(' ');
-        out.push_str(&sample.value);
-        if let Some(timestamp) = &sample.timestamp {
-            out.push(' ');
-            out.push_str(timestamp);
-        }
-        out.push('\n');
-    }
-}
-
-/// Appends `s` with each of `special` backslash-escaped (newline as `\n`).
-fn escape_into(s: &str, special: &[char], out: &mut String) {
-    let mut rest = s;
-    while let Some(at) = rest.find(special) {
-        out.push_str(&rest[..at]);
-        out.push('\\');
-        let c = rest.as_bytes()[at];
-        out.push(if c == b'\n' { 'n' } else { char::from(c) });
-        rest = &rest[at + 1..];
-    }
-    out.push_str(rest);
+/// Whether `name` is in the runtime's own namespace
+/// ([`expo::RESERVED_PREFIX`], `matrixinfer_runtime_`), which no filter may
+/// output.
+pub fn is_reserved(name: &str) -> bool {
+    expo::is_reserved(name.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::{RefusalReason, write};
 
     fn roundtrip(text: &str) -> String {
         let families = parse(text).unwrap_or_else(|e| panic!("{e} in {text:?}"));
         let mut out = String::new();
-        write(&families, &mut out);
+        let refusals = write(&families, &mut out);
+        assert_eq!(refusals, [], "{text:?}");
         out
     }
 
@@ -407,7 +341,7 @@ mod tests {
             "x{a=\"\"} 1\n",
             "x{a=\"we\\\"ird\\\\name\\nhere\",b=\"\"} 8.128902e+06\n",
             "x{a=\"b\"} NaN 1712345678000\n",
-            "x -Inf -5\n",
+            "x -Inf 0\n",
             "# HELP x Help with \\\\ and \\n and : \"quotes\" and trailing spaces.   \n",
             "# HELP x \n# TYPE x gauge\nx 1\n",
             "# TYPE x counter\nx_total 1\nx_created 1.7e+09\n",
@@ -451,7 +385,7 @@ mod tests {
         let mut family = Family::new_gauge("x", "back\\slash\nnewline \"quote\"");
         family.push_sample([("v", "a\\b\"c\nd")], 1.0);
         let mut out = String::new();
-        write(&[family], &mut out);
+        assert_eq!(write(&[family], &mut out), []);
         assert_eq!(
             out,
             "# HELP x back\\\\slash\\nnewline \"quote\"\n# TYPE x gauge\nx{v=\"a\\\\b\\\"c\\nd\"} 1\n"
@@ -514,7 +448,7 @@ s_count 2
 g 1
 g_total 2
 bare 1
-bare 2
+bare{a=\"1\"} 2
 bare_sum 3
 ";
         let families = parse(text).unwrap();
@@ -556,7 +490,7 @@ bare_sum 3
 a 1
 # HELP a A.
 # TYPE a gauge
-a 2
+a{p=\"2\"} 2
 # HELP b B.
 # HELP c C.
 c 3
@@ -568,8 +502,58 @@ c 3
             .collect();
         assert_eq!(shape, [("a", 1), ("a", 1), ("b", 0), ("c", 1)]);
         assert_eq!(families[0].help.as_deref(), Some("A."));
-        // Written back in the canonical HELP-then-TYPE order.
-        assert!(roundtrip(text).starts_with("# HELP a A.\n# TYPE a gauge\na 1\n"));
+        // Written back in the canonical HELP-then-TYPE order, the split
+        // family as one.
+        assert_eq!(
+            roundtrip(text),
+            "# HELP a A.\n# TYPE a gauge\na 1\na{p=\"2\"} 2\n# HELP b B.\n# HELP c C.\nc 3\n"
+        );
+    }
+
+    #[test]
+    fn a_sample_named_like_the_histogram_is_not_its_own() {
+        // The runtime's rule: `h` starts a family of its own, which the
+        // writer then joins to histogram `h` (a split family) and refuses.
+        let text = "# TYPE h histogram\nh_count 1\nh 2\nh_sum 3\n";
+        let families = parse(text).unwrap();
+        let shape: Vec<_> = families
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind.as_deref(), f.samples.len()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("h", Some("histogram"), 1),
+                ("h", None, 1),
+                ("h_sum", None, 1)
+            ]
+        );
+        let mut out = String::new();
+        let refusals = write(&families, &mut out);
+        assert_eq!(out, "# TYPE h histogram\nh_count 1\nh_sum 3\n");
+        let reasons: Vec<_> = refusals.iter().map(|r| &r.reason).collect();
+        assert_eq!(reasons, [&RefusalReason::NotOwned]);
+    }
+
+    #[test]
+    fn lenient_input_strict_output() {
+        let text = "x -Inf -5\ny 1e400\n# TYPE z info\nz_info 1\n";
+        let families = parse(text).unwrap();
+        assert_eq!(families.len(), 3);
+        let mut out = String::new();
+        let reasons: Vec<_> = write(&families, &mut out)
+            .into_iter()
+            .map(|r| r.reason)
+            .collect();
+        assert_eq!(out, "");
+        assert_eq!(
+            reasons,
+            [
+                RefusalReason::BadTimestamp,
+                RefusalReason::BadValue,
+                RefusalReason::BadType("info".into())
+            ]
+        );
     }
 
     #[test]
@@ -607,6 +591,7 @@ c 3
 
     #[test]
     fn names() {
+        assert!(is_reserved("matrixinfer_runtime_x") && !is_reserved("matrixinfer:x"));
         assert!(is_metric_name("vllm:num_requests_running"));
         assert!(is_metric_name("_x") && is_metric_name(":x"));
         assert!(!is_metric_name("") && !is_metric_name("1x") && !is_metric_name("a-b"));

@@ -1,9 +1,11 @@
 //! Parsing then writing the runtime's captured engine payloads
-//! (`../tests/data/*.prom`) gives them back byte for byte.
+//! (`../tests/data/*.prom`) gives them back byte for byte, with nothing
+//! left out.
 //!
 //! `tricky-openmetrics.prom` holds a free comment, a blank line and `# EOF`,
 //! which the writer does not keep; for it the check is against the file
-//! minus those lines.
+//! minus those lines. `vllm-multiprocess-split.prom` holds a histogram split
+//! in two, which the writer joins (the runtime refuses a split family).
 
 use std::fs;
 use std::path::Path;
@@ -13,8 +15,27 @@ use matrixinfer_filter::{parse, write};
 fn roundtrip(text: &str) -> String {
     let families = parse(text).unwrap_or_else(|e| panic!("{e}"));
     let mut out = String::new();
-    write(&families, &mut out);
+    let refusals = write(&families, &mut out);
+    assert_eq!(refusals, [], "left out of {text}");
+    for line in out.lines() {
+        assert!(expo::check_line(line.as_bytes()).is_ok(), "{line}");
+    }
     out
+}
+
+const SPLIT: &str = "vllm-multiprocess-split.prom";
+
+/// `vllm-multiprocess-split.prom` as written back: the histogram's second
+/// part (lines 13-15) joins its first (lines 1-7), without its own HELP
+/// and TYPE, before the gauge that was between them (lines 8-10).
+fn joined(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 15, "{SPLIT} changed");
+    [&lines[..7], &lines[12..], &lines[7..10]]
+        .concat()
+        .into_iter()
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
 
 /// `text` without the lines the writer drops: blank lines and comments
@@ -37,7 +58,7 @@ fn captured_payloads_roundtrip_byte_for_byte() {
             continue;
         }
         let text = fs::read_to_string(&path).unwrap();
-        let expected = kept_lines(&text);
+        let mut expected = kept_lines(&text);
         let has_other_lines = expected != text;
         assert_eq!(
             has_other_lines,
@@ -45,6 +66,9 @@ fn captured_payloads_roundtrip_byte_for_byte() {
             "{}: only tricky-openmetrics.prom is expected to hold comments or blank lines",
             path.display()
         );
+        if path.ends_with(SPLIT) {
+            expected = joined(&text);
+        }
         let out = roundtrip(&text);
         assert!(out == expected, "{} changed:\n{out}", path.display());
         assert_eq!(roundtrip(&out), out, "{}: not stable", path.display());
@@ -74,6 +98,37 @@ fn multiprocess_split_stays_split() {
             ("vllm:e2e_request_latency_seconds", 5),
             ("vllm:num_requests_waiting", 1),
             ("vllm:e2e_request_latency_seconds", 3),
+        ]
+    );
+}
+
+#[test]
+fn multiprocess_split_is_written_as_one() {
+    let text = fs::read_to_string(format!(
+        "{}/../tests/data/{SPLIT}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let out = roundtrip(&text);
+    assert!(
+        out.starts_with(
+            &text
+                .lines()
+                .take(7)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        )
+    );
+    let families = parse(&out).unwrap();
+    let names: Vec<_> = families
+        .iter()
+        .map(|f| (f.name.as_str(), f.samples.len()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("vllm:e2e_request_latency_seconds", 8),
+            ("vllm:num_requests_waiting", 1),
         ]
     );
 }

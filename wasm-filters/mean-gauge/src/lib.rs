@@ -9,7 +9,9 @@
 
 #![deny(unsafe_code)]
 
-use matrixinfer_filter::{Families, Family, Filter, export_filter, is_metric_name};
+use matrixinfer_filter::{
+    Families, Family, Filter, expo, export_filter, is_metric_name, is_reserved,
+};
 use serde::Deserialize;
 
 const DEFAULT_FAMILY: &str = "matrixinfer:time_to_first_token_seconds";
@@ -52,6 +54,20 @@ impl Filter for MeanGauge {
         if name == family {
             return Err(format!(
                 "mean-gauge config: name and family are both {name:?}"
+            ));
+        }
+        if is_reserved(&name) {
+            return Err(format!(
+                "mean-gauge config: {name:?} is in the runtime's own namespace"
+            ));
+        }
+        // The histogram would read a gauge named like its samples as its own.
+        if expo::CLAIMED_SUFFIXES
+            .iter()
+            .any(|suffix| name.strip_prefix(family.as_str()) == Some(suffix))
+        {
+            return Err(format!(
+                "mean-gauge config: {name:?} is named like a sample of {family:?}"
             ));
         }
         Ok(MeanGauge { family, name })
@@ -167,6 +183,14 @@ mod tests {
         for (config, why) in [
             (r#"{"family": "a b"}"#, "not a metric name"),
             (r#"{"family": "a", "name": "a"}"#, "both"),
+            (
+                r#"{"name": "matrixinfer_runtime_ttft_mean"}"#,
+                "runtime's own namespace",
+            ),
+            (
+                r#"{"family": "a", "name": "a_count"}"#,
+                "named like a sample",
+            ),
             (r#"{"famliy": "a"}"#, "unknown field"),
         ] {
             let e = run::<MeanGauge>(config, "").unwrap_err();

@@ -6,7 +6,9 @@
 
 #![deny(unsafe_code)]
 
-use matrixinfer_filter::{Families, Filter, Level, export_filter, is_metric_name, log};
+use matrixinfer_filter::{
+    Families, Filter, Level, export_filter, is_metric_name, is_reserved, log,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -34,6 +36,11 @@ impl Filter for RenamePrefix {
                 ));
             }
         }
+        if is_reserved(&format!("{to}x")) {
+            return Err(format!(
+                "rename-prefix config: to {to:?} is in the runtime's own namespace"
+            ));
+        }
         Ok(RenamePrefix { from, to })
     }
 
@@ -47,13 +54,14 @@ impl Filter for RenamePrefix {
                 continue;
             };
             let new = format!("{}{rest}", self.to);
-            if is_metric_name(&new) {
+            // The SDK's writer would leave such a family out; keep it.
+            if is_metric_name(&new) && !is_reserved(&new) {
                 family.rename(&new);
             } else {
                 log(
                     Level::Warn,
                     &format!(
-                        "rename-prefix: {new:?} is not a metric name; kept {}",
+                        "rename-prefix: {new:?} is not a metric name, or is reserved; kept {}",
                         family.name
                     ),
                 );
@@ -91,6 +99,11 @@ mod tests {
             "vllm:1x 1\n"
         );
         assert_eq!(run::<RenamePrefix>(config, "vllm:x 1\n").unwrap(), "x 1\n");
+        let config = r#"{"from": "vllm:", "to": "matrixinfer_runtime"}"#;
+        assert_eq!(
+            run::<RenamePrefix>(config, "vllm:_x 1\nvllm:y 2\n").unwrap(),
+            "vllm:_x 1\nmatrixinfer_runtimey 2\n"
+        );
     }
 
     #[test]
@@ -99,6 +112,10 @@ mod tests {
             (r#"{"from": "vllm:"}"#, "missing field `to`"),
             (r#"{"from": "vllm:", "to": "9"}"#, "to \"9\" cannot start"),
             (r#"{"from": "a b", "to": "x"}"#, "from \"a b\" cannot start"),
+            (
+                r#"{"from": "vllm:", "to": "matrixinfer_runtime_"}"#,
+                "runtime's own namespace",
+            ),
         ] {
             let e = run::<RenamePrefix>(config, "").unwrap_err();
             assert!(e.contains(why), "{config}: {e}");
