@@ -13,7 +13,7 @@
 //! gauge beside histogram `x`).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 
 use expo::{CLAIMED_SUFFIXES, Checked, LineError, MetricType};
@@ -115,9 +115,15 @@ pub trait Scope {
 /// Reusable state of [`check`], so a warm worker allocates little.
 #[derive(Debug, Default)]
 pub struct Checker {
+    /// The series of the family being checked, by hash.
     series: HashSet<u64, foldhash::fast::FixedState>,
+    /// The families checked so far, by a hash of their names.
+    done: Families,
     name: Vec<u8>,
+    hasher: foldhash::fast::FixedState,
 }
+
+type Families = HashMap<u64, MetricType, foldhash::fast::FixedState>;
 
 struct Current<'t> {
     name: &'t [u8],
@@ -146,7 +152,8 @@ impl Checker {
             return Err(Violation::NoFinalNewline);
         }
         std::str::from_utf8(text).map_err(|_| Violation::NotUtf8)?;
-        let mut done: HashMap<&'t [u8], MetricType> = HashMap::new();
+        let mut done = std::mem::take(&mut self.done);
+        done.clear();
         let mut current: Option<Current<'t>> = None;
         let mut offset = 0;
         let mut number = 0;
@@ -160,16 +167,29 @@ impl Checker {
                 line: number,
                 error,
             };
-            let checked = expo::check_line(content).map_err(malformed)?;
+            // Each label of a sample is hashed as the check passes it: the
+            // series' identity, whatever the order of its labels.
+            let mut labels_hash = 0u64;
+            let mut bounds = Bounds::default();
+            let checked = expo::check_line_with_labels(content, |name, value| {
+                let (label, value_bytes) = (&content[name], &content[value.clone()]);
+                let mut hasher = self.hasher.build_hasher();
+                hasher.write(label);
+                hasher.write_u8(0xff);
+                hasher.write(value_bytes);
+                labels_hash = labels_hash.wrapping_add(hasher.finish());
+                match label {
+                    b"le" => bounds.le = Some(value),
+                    b"quantile" => bounds.quantile = Some(value),
+                    _ => {}
+                }
+            })
+            .map_err(malformed)?;
             let (name_range, kind) = match &checked {
                 Checked::Blank | Checked::Comment => continue,
                 Checked::Help { name } => (name.clone(), None),
                 Checked::Type { name, kind } => (name.clone(), Some(*kind)),
-                Checked::Sample {
-                    name,
-                    labels,
-                    value: _,
-                } => {
+                Checked::Sample { name, .. } => {
                     let name_bytes = &content[name.clone()];
                     if expo::is_reserved(name_bytes) && !scope.is_runtime() {
                         return Err(Violation::Reserved(lossy(name_bytes)));
@@ -178,7 +198,12 @@ impl Checker {
                         && c.kind.owns(c.name, name_bytes)
                     {
                         c.has_samples = true;
-                        self.sample(content, name.clone(), labels.clone(), c, number)?;
+                        let sample = Sample {
+                            name: name.clone(),
+                            bounds: bounds.clone(),
+                            labels_hash,
+                        };
+                        self.sample(content, sample, c, number)?;
                         continue;
                     }
                     (name.clone(), None)
@@ -223,29 +248,30 @@ impl Checker {
                 start,
             };
             self.series.clear();
-            if let Checked::Sample { name, labels, .. } = checked {
-                self.sample(content, name, labels, &mut next, number)?;
+            if let Checked::Sample { name, .. } = checked {
+                let sample = Sample {
+                    name,
+                    bounds,
+                    labels_hash,
+                };
+                self.sample(content, sample, &mut next, number)?;
             }
             current = Some(next);
         }
         if let Some(c) = current.take() {
             self.close(c, offset, &mut done, scope, &mut family)?;
         }
+        self.done = done;
         Ok(())
     }
 
     /// A family starts: it must be the filter's to write, and not one
     /// that another family's samples would claim.
-    fn open(
-        &mut self,
-        name: &[u8],
-        done: &HashMap<&[u8], MetricType>,
-        scope: &impl Scope,
-    ) -> Result<(), Violation> {
+    fn open(&mut self, name: &[u8], done: &Families, scope: &impl Scope) -> Result<(), Violation> {
         if expo::is_reserved(name) && !scope.is_runtime() {
             return Err(Violation::Reserved(lossy(name)));
         }
-        if done.contains_key(name) {
+        if done.contains_key(&self.hasher.hash_one(name)) {
             return Err(Violation::Repeated(lossy(name)));
         }
         let presence = scope.presence(name);
@@ -258,7 +284,7 @@ impl Checker {
             };
             // The type of a family elsewhere in the scrape is not known
             // here: any base name there counts.
-            let claimed = match done.get(base) {
+            let claimed = match done.get(&self.hasher.hash_one(base)) {
                 Some(kind) => kind.claims().contains(&suffix),
                 None => presence == Presence::New && scope.presence(base) == Presence::Elsewhere,
             };
@@ -274,11 +300,11 @@ impl Checker {
 
     /// A family ends: its samples' names must not be families of their
     /// own elsewhere.
-    fn close<'t>(
+    fn close(
         &mut self,
-        c: Current<'t>,
+        c: Current<'_>,
         end: usize,
-        done: &mut HashMap<&'t [u8], MetricType>,
+        done: &mut Families,
         scope: &impl Scope,
         family: &mut impl FnMut(Range<usize>, Range<usize>),
     ) -> Result<(), Violation> {
@@ -288,46 +314,57 @@ impl Checker {
             self.name.extend_from_slice(c.name);
             self.name.extend_from_slice(suffix.as_bytes());
             let other = self.name.as_slice();
-            if done.contains_key(other) || (new && scope.presence(other) == Presence::Elsewhere) {
+            let in_output = done.contains_key(&self.hasher.hash_one(other));
+            if in_output || (new && scope.presence(other) == Presence::Elsewhere) {
                 return Err(Violation::Collides {
                     family: lossy(c.name),
                     other: lossy(other),
                 });
             }
         }
-        done.insert(c.name, c.kind);
+        done.insert(self.hasher.hash_one(c.name), c.kind);
         family(c.name_at, c.start..end);
         Ok(())
     }
 
-    /// One sample of family `c`: its bounds, and a series not seen before.
+    /// One sample of family `c`: its bound, and a series not seen before.
     fn sample(
         &mut self,
         line: &[u8],
-        name: Range<usize>,
-        labels: Range<usize>,
+        sample: Sample,
         c: &mut Current<'_>,
         number: usize,
     ) -> Result<(), Violation> {
-        let bound = match (c.kind, &line[name.clone()][c.name.len()..]) {
-            (MetricType::Histogram, b"_bucket") => Some(&b"le"[..]),
-            (MetricType::Summary, b"") => Some(&b"quantile"[..]),
+        let name = &line[sample.name];
+        let bound = match (c.kind, &name[c.name.len()..]) {
+            (MetricType::Histogram, b"_bucket") => sample.bounds.le,
+            (MetricType::Summary, b"") => sample.bounds.quantile,
             _ => None,
         };
-        let hasher = foldhash::fast::FixedState::with_seed(0x6d69);
-        let mut hash = hasher.hash_one(&line[name]);
-        for (label, value) in expo::label_pairs(line, labels) {
-            let (label, value) = (&line[label], &line[value]);
-            if Some(label) == bound && !expo::is_value(value) {
-                return Err(Violation::BadBound { line: number });
-            }
-            hash = hash.wrapping_add(hasher.hash_one((label, value)));
+        if bound.is_some_and(|value| !expo::is_value(&line[value])) {
+            return Err(Violation::BadBound { line: number });
         }
+        let hash = self.hasher.hash_one(name).wrapping_add(sample.labels_hash);
         if !self.series.insert(hash) {
             return Err(Violation::DuplicateSeries { line: number });
         }
         Ok(())
     }
+}
+
+/// The values of a sample's `le` and `quantile` labels.
+#[derive(Clone, Default)]
+struct Bounds {
+    le: Option<Range<usize>>,
+    quantile: Option<Range<usize>>,
+}
+
+/// What the check kept of a sample line.
+struct Sample {
+    name: Range<usize>,
+    bounds: Bounds,
+    /// Its labels' hashes, added up (so their order does not matter).
+    labels_hash: u64,
 }
 
 fn lossy(bytes: &[u8]) -> String {

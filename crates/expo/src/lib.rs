@@ -372,11 +372,21 @@ impl std::error::Error for LineError {}
 /// Checks one line (without its `\n`) as Prometheus' parsers would. The
 /// caller checks UTF-8 (once for a whole text is far cheaper than per line).
 pub fn check_line(line: &[u8]) -> Result<Checked, LineError> {
+    check_line_with_labels(line, |_, _| {})
+}
+
+/// [`check_line`], handing each label of a sample to `label` as it goes
+/// (its name's range, its value's range inside the quotes, still escaped),
+/// so that a caller who needs them does not parse the label set twice.
+pub fn check_line_with_labels(
+    line: &[u8],
+    label: impl FnMut(Range<usize>, Range<usize>),
+) -> Result<Checked, LineError> {
     let start = skip_blanks(line, 0);
     match line.get(start) {
         None => Ok(Checked::Blank),
         Some(b'#') => check_comment(line, start),
-        Some(_) => check_sample(line, start),
+        Some(_) => check_sample(line, start, label),
     }
 }
 
@@ -435,7 +445,11 @@ fn check_escapes(text: &[u8], allowed: &[u8]) -> Result<(), ()> {
     Ok(())
 }
 
-fn check_sample(line: &[u8], start: usize) -> Result<Checked, LineError> {
+fn check_sample(
+    line: &[u8],
+    start: usize,
+    label: impl FnMut(Range<usize>, Range<usize>),
+) -> Result<Checked, LineError> {
     let name = start..name_end(line, start);
     if name.is_empty() {
         return Err(LineError::BadName);
@@ -443,7 +457,7 @@ fn check_sample(line: &[u8], start: usize) -> Result<Checked, LineError> {
     let mut i = skip_blanks(line, name.end);
     let labels = if line.get(i) == Some(&b'{') {
         let open = i + 1;
-        i = check_labels(line, open)?;
+        i = check_labels(line, open, label)?;
         let labels = open..i - 1;
         i = skip_blanks(line, i);
         labels
@@ -473,7 +487,11 @@ fn check_sample(line: &[u8], start: usize) -> Result<Checked, LineError> {
 }
 
 /// Checks the label set after its `{`; returns the index past its `}`.
-fn check_labels(line: &[u8], mut i: usize) -> Result<usize, LineError> {
+fn check_labels(
+    line: &[u8],
+    mut i: usize,
+    mut label: impl FnMut(Range<usize>, Range<usize>),
+) -> Result<usize, LineError> {
     // Label names seen so far, for the duplicate check: on the stack for
     // any sane sample, on the heap past that.
     let mut names: [(u32, u32); 16] = [(0, 0); 16];
@@ -515,7 +533,9 @@ fn check_labels(line: &[u8], mut i: usize) -> Result<usize, LineError> {
         if line.get(i) != Some(&b'"') {
             return Err(LineError::BadLabelSyntax);
         }
-        i = value_end(line, i + 1)?;
+        let value_start = i + 1;
+        i = value_end(line, value_start)?;
+        label(name, value_start..i - 1);
         i = skip_blanks(line, i);
         match line.get(i) {
             Some(b',') => i += 1,
@@ -528,10 +548,7 @@ fn check_labels(line: &[u8], mut i: usize) -> Result<usize, LineError> {
 /// Past the closing quote of the label value starting at `i`.
 fn value_end(line: &[u8], mut i: usize) -> Result<usize, LineError> {
     loop {
-        let at = line[i..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\')
-            .ok_or(LineError::UnterminatedValue)?;
+        let at = memchr::memchr2(b'"', b'\\', &line[i..]).ok_or(LineError::UnterminatedValue)?;
         i += at;
         if line[i] == b'"' {
             return Ok(i + 1);
