@@ -10,8 +10,12 @@ use crate::download::verify::hex;
 #[derive(Default)]
 struct MemoryOrigin {
     files: HashMap<String, Vec<u8>>,
-    /// Cut every n-th transfer after half its bytes (0: never).
+    /// Cut every n-th transfer after half its bytes (0: never), each part
+    /// at most once: parallel parts share the call count, and a part whose
+    /// every resume landed on an n-th call would run out of attempts.
     cut_every: u32,
+    /// The ends of the ranges cut so far.
+    cut_ends: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Fail this many transfers transiently before serving.
     transient_failures: AtomicU32,
     deny: bool,
@@ -38,7 +42,9 @@ impl Origin for MemoryOrigin {
             return Err(FetchError::Transient("503 SlowDown".into()));
         }
         let bytes = &self.files[&file.locator][range.start as usize..range.end as usize];
-        let cut = self.cut_every > 0 && call.is_multiple_of(self.cut_every);
+        let cut = self.cut_every > 0
+            && call.is_multiple_of(self.cut_every)
+            && self.cut_ends.lock().unwrap().insert(range.end);
         let send = if cut {
             &bytes[..bytes.len() / 2]
         } else {
