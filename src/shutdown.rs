@@ -124,7 +124,8 @@ impl Shutdown {
 /// Triggers `shutdown` on SIGTERM or SIGINT, from a small thread. A second
 /// signal ends the process at once, for when draining takes too long for
 /// whoever is waiting; so does the first while the process is starting.
-/// SIGHUP runs the hook set with [`Shutdown::on_hangup`].
+/// SIGHUP runs the hook set with [`Shutdown::on_hangup`], or is one more
+/// stop signal when there is none.
 pub fn trigger_on_signals(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
@@ -132,24 +133,24 @@ pub fn trigger_on_signals(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result
         .name("signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if signal == SIGHUP {
-                    let hook = shutdown
-                        .on_hangup
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .clone();
-                    match hook {
-                        // Off this thread, so that SIGTERM still works
-                        // while it runs.
-                        Some(hook) => {
-                            let spawned = std::thread::Builder::new()
-                                .name("sighup".into())
-                                .spawn(move || hook());
-                            if let Err(e) = spawned {
-                                tracing::error!(error = %e, "SIGHUP: cannot start a thread");
-                            }
-                        }
-                        None => tracing::info!("SIGHUP: nothing to reload"),
+                let hook = (signal == SIGHUP)
+                    .then(|| {
+                        shutdown
+                            .on_hangup
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .clone()
+                    })
+                    .flatten();
+                // Without a hook, SIGHUP ends the process as it always did.
+                if let Some(hook) = hook {
+                    // Off this thread, so that SIGTERM still works while
+                    // it runs.
+                    let spawned = std::thread::Builder::new()
+                        .name("sighup".into())
+                        .spawn(move || hook());
+                    if let Err(e) = spawned {
+                        tracing::error!(error = %e, "SIGHUP: cannot start a thread");
                     }
                     continue;
                 }

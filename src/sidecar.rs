@@ -49,10 +49,15 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
         FilterHost::load(&config.filters, config.filter_limits)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
     );
-    if !filters.is_empty() {
+    {
         let filters = filters.clone();
         shutdown.on_hangup(move || {
+            if filters.is_empty() {
+                tracing::info!("SIGHUP: no filter configured, nothing to reload");
+                return;
+            }
             tracing::info!("SIGHUP: reloading the filters");
+            // The outcome is logged by the reload itself.
             let _ = filters.reload();
         });
     }
