@@ -615,3 +615,23 @@ fn no_scrape_sees_part_of_an_old_and_part_of_a_new_chain() {
     let mixed = scraper.join().unwrap();
     assert!(mixed.is_empty(), "scrapes mixing two chains: {mixed:?}");
 }
+
+#[test]
+fn sighup_without_filters_is_a_no_op() {
+    let engine = engine();
+    let sidecar = Sidecar::new("vllm", engine.addr).start();
+    let status = Command::new("kill")
+        .args(["-HUP", &sidecar.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("SIGHUP is logged", || {
+        sidecar
+            .log()
+            .contains("no filter configured, nothing to reload")
+    });
+    assert_eq!(get(sidecar.addr, "/health").status, 200);
+    let response = post_json(sidecar.addr, "/v1/filters/reload", "");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["filters"], serde_json::json!([]));
+}
