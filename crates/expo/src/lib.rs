@@ -333,7 +333,8 @@ pub enum LineError {
     BadEscape,
     /// A missing value, or one that is not a number.
     BadValue,
-    /// A timestamp that is not an integer in range, or bytes after it.
+    /// A timestamp that is not an integer in range, bytes after it, or
+    /// blanks after the value with no timestamp.
     BadTimestamp,
     /// A TYPE line whose type is not one of the classic five, or with
     /// anything around it.
@@ -475,8 +476,9 @@ fn check_sample(
     if !is_value(&line[value.clone()]) {
         return Err(LineError::BadValue);
     }
-    let timestamp = skip_blanks(line, value_end);
-    if timestamp < line.len() && !is_timestamp(&line[timestamp..]) {
+    // A blank after the value promises a timestamp (promtool's parser
+    // reads one, and refuses an empty one), which ends the line.
+    if value_end < line.len() && !is_timestamp(&line[skip_blanks(line, value_end)..]) {
         return Err(LineError::BadTimestamp);
     }
     Ok(Checked::Sample {
