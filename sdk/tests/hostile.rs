@@ -1,159 +1,39 @@
 //! `write` never emits what the runtime refuses, and says what it left out.
 //!
 //! Hostile models (built by hand, then generated) go through `write`; the
-//! output is held to the runtime's checks, replayed here from the same
-//! `expo` rules: every line passes `expo::check_line`, the text ends with a
-//! newline, and families are what `src/filter/validate.rs` accepts (HELP and
-//! TYPE once and first, no family twice, no series twice, numeric `le` and
-//! `quantile`, nothing reserved, no collision by suffix). Every sample is
-//! either written or named by a refusal.
+//! output is held to the runtime's own checker (`expo::check`, which the
+//! host runs on every filter output): every line as Prometheus reads it, a
+//! final newline, HELP and TYPE once and first, no family twice, no series
+//! twice, numeric `le` and `quantile`, nothing reserved, no collision by
+//! suffix. Every sample is either written or named by a refusal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use expo::{CLAIMED_SUFFIXES, Checked, MetricType};
+use expo::MetricType;
+use expo::check::{Checker, Presence, Scope};
 use matrixinfer_filter::{Family, Refusal, RefusalReason, Sample, parse, write};
 
-// === the runtime's checks, replayed ===
+// === the runtime's checks ===
 
-/// A series: sample name and label pairs, sorted.
-type Series<'t> = (&'t [u8], Vec<(&'t [u8], &'t [u8])>);
+/// The filter's output as the runtime sees it, where the output alone
+/// decides: every family is the filter's own.
+struct OwnOutput;
 
-struct Current<'t> {
-    name: &'t [u8],
-    kind: MetricType,
-    has_help: bool,
-    has_type: bool,
-    has_samples: bool,
-    series: HashSet<Series<'t>>,
+impl Scope for OwnOutput {
+    fn selects(&self, _: &[u8]) -> bool {
+        true
+    }
+    fn presence(&self, _: &[u8]) -> Presence {
+        Presence::Mine
+    }
 }
 
 /// What the runtime checks of a filter's output that the output alone
-/// decides (not what else is in the scrape).
+/// decides (not what else is in the scrape): its own checker.
 fn host_check(text: &str) -> Result<(), String> {
-    if text.is_empty() {
-        return Ok(());
-    }
-    let body = text.strip_suffix('\n').ok_or("no final newline")?;
-    let mut done: HashMap<&[u8], MetricType> = HashMap::new();
-    let mut current: Option<Current<'_>> = None;
-    for (n, line) in body.split('\n').enumerate() {
-        let line = line.as_bytes();
-        let at = |what: &str| {
-            format!(
-                "line {}: {what}: {:?}",
-                n + 1,
-                String::from_utf8_lossy(line)
-            )
-        };
-        let checked = expo::check_line(line).map_err(|e| at(e.as_str()))?;
-        let (name, kind, is_sample) = match &checked {
-            Checked::Blank | Checked::Comment => continue,
-            Checked::Help { name } => (&line[name.clone()], None, false),
-            Checked::Type { name, kind } => (&line[name.clone()], Some(*kind), false),
-            Checked::Sample { name, labels, .. } => {
-                let sample = &line[name.clone()];
-                if expo::is_reserved(sample) {
-                    return Err(at("reserved"));
-                }
-                if let Some(c) = &mut current
-                    && c.kind.owns(c.name, sample)
-                {
-                    c.has_samples = true;
-                    add_sample(c, line, sample, labels.clone()).map_err(at)?;
-                    continue;
-                }
-                (sample, None, true)
-            }
-        };
-        if let Some(c) = &mut current
-            && c.name == name
-            && !is_sample
-        {
-            let repeated = if kind.is_some() {
-                c.has_type
-            } else {
-                c.has_help
-            };
-            if repeated || c.has_samples {
-                return Err(at("HELP or TYPE repeated or late"));
-            }
-            if let Some(kind) = kind {
-                (c.has_type, c.kind) = (true, kind);
-            } else {
-                c.has_help = true;
-            }
-            continue;
-        }
-        if let Some(c) = current.take() {
-            close(&c, &mut done).map_err(|e| at(&e))?;
-        }
-        if expo::is_reserved(name) {
-            return Err(at("reserved family"));
-        }
-        if done.contains_key(name) {
-            return Err(at("family appears twice"));
-        }
-        for suffix in CLAIMED_SUFFIXES {
-            if let Some(base) = name.strip_suffix(suffix.as_bytes())
-                && done.get(base).is_some_and(|k| k.claims().contains(&suffix))
-            {
-                return Err(at("collides by suffix"));
-            }
-        }
-        let mut next = Current {
-            name,
-            kind: kind.unwrap_or(MetricType::Untyped),
-            has_help: matches!(checked, Checked::Help { .. }),
-            has_type: kind.is_some(),
-            has_samples: is_sample,
-            series: HashSet::new(),
-        };
-        if let Checked::Sample { labels, .. } = checked {
-            add_sample(&mut next, line, name, labels).map_err(at)?;
-        }
-        current = Some(next);
-    }
-    if let Some(c) = current {
-        close(&c, &mut done)?;
-    }
-    Ok(())
-}
-
-fn add_sample<'t>(
-    c: &mut Current<'t>,
-    line: &'t [u8],
-    name: &'t [u8],
-    labels: std::ops::Range<usize>,
-) -> Result<(), &'static str> {
-    let bound: Option<&[u8]> = match (c.kind, &name[c.name.len()..]) {
-        (MetricType::Histogram, b"_bucket") => Some(b"le"),
-        (MetricType::Summary, b"") => Some(b"quantile"),
-        _ => None,
-    };
-    let mut pairs = Vec::new();
-    for (label, value) in expo::label_pairs(line, labels) {
-        let (label, value) = (&line[label], &line[value]);
-        if Some(label) == bound && !expo::is_value(value) {
-            return Err("le or quantile is not a number");
-        }
-        pairs.push((label, value));
-    }
-    pairs.sort_unstable();
-    if !c.series.insert((name, pairs)) {
-        return Err("series twice");
-    }
-    Ok(())
-}
-
-fn close<'t>(c: &Current<'t>, done: &mut HashMap<&'t [u8], MetricType>) -> Result<(), String> {
-    for suffix in c.kind.claims() {
-        let other = [c.name, suffix.as_bytes()].concat();
-        if done.contains_key(other.as_slice()) {
-            return Err("collides by suffix".to_owned());
-        }
-    }
-    done.insert(c.name, c.kind);
-    Ok(())
+    Checker::default()
+        .check(text.as_bytes(), &OwnOutput, |_, _| {})
+        .map_err(|violation| violation.to_string())
 }
 
 /// Writes `families`, checks the output as the runtime would, and checks
@@ -183,7 +63,7 @@ fn write_checked(families: &[Family]) -> (String, Vec<Refusal>) {
 }
 
 #[test]
-fn the_replayed_checks_refuse_what_the_runtime_refuses() {
+fn the_runtime_checks_refuse_what_they_should() {
     for text in [
         "x 1",
         "x 1\nx 1\n",

@@ -181,7 +181,7 @@ impl FilterChain {
                 };
                 checker
                     .check(output, &scope, |name, lines| families.push((name, lines)))
-                    .map_err(|v| (v.reason(), v.to_string()))?;
+                    .map_err(|v| (validate::reason(&v), v.to_string()))?;
             }
             forward(&set, i, output, families, relabeler, out);
             Ok(())

@@ -1,11 +1,13 @@
 //! The Prometheus text exposition format (classic, version 0.0.4): which
-//! samples belong to which family, and a strict check of one line as
-//! Prometheus' own text parsers read it.
+//! samples belong to which family, a strict check of one line as
+//! Prometheus' own text parsers read it, and the family rules of a whole
+//! text ([`check`]).
 //!
 //! One implementation for both sides of the filter boundary: the runtime
 //! groups families with [`MetricType::owns`] and refuses filter output with
-//! [`check_line`]; the guest SDK models families and writes its output by
-//! the same rules, so a filter written with it cannot produce what the host
+//! [`check::Checker`]; the guest SDK models families and writes its output
+//! by the same rules (and its tests hold what it writes to the same
+//! checker), so a filter written with it cannot produce what the host
 //! refuses.
 //!
 //! Where Prometheus' two parsers differ (the server's `textparse` and the
@@ -21,6 +23,8 @@
 //! ```
 
 use std::ops::Range;
+
+pub mod check;
 
 /// Family names the runtime keeps for its own metrics; nothing else may
 /// use them.
