@@ -125,10 +125,7 @@ async fn scrape(
     if let Some(set) = &filter_set {
         let ran = app.filters.borrow_mut().run(set, relabeler, body.buf());
         if let Err(failed) = ran {
-            let detail = format!(
-                "Filter {} failed ({}); scrape refused by --filter-on-error fail",
-                failed.filter, failed.reason
-            );
+            let detail = format!("Scrape refused by --filter-on-error fail: {failed}");
             let Some(res) = body.abandon() else {
                 tracing::warn!("{detail}; response aborted");
                 return (ScrapeOutcome::FilterFailed, Ok(()));

@@ -23,14 +23,28 @@ use super::validate::{self, Checker, Presence, Scope};
 use crate::prom::Relabeler;
 
 /// A scrape that must fail because a filter did (`--filter-on-error fail`).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("filter {filter} failed ({reason})")]
+#[derive(Debug, Clone)]
 pub struct FilterFailed {
     /// The filter.
     pub filter: Arc<str>,
-    /// Why.
-    pub reason: Reason,
+    /// Why its call failed; `None` while it is switched off.
+    pub reason: Option<Reason>,
 }
+
+impl std::fmt::Display for FilterFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason {
+            Some(reason) => write!(f, "filter {} failed ({reason})", self.filter),
+            None => write!(
+                f,
+                "filter {} is switched off after consecutive failures",
+                self.filter
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FilterFailed {}
 
 /// A worker's instances of every filter.
 pub struct FilterChain {
@@ -127,7 +141,7 @@ impl FilterChain {
                     (OnError::Fail, true) => {
                         result = Err(FilterFailed {
                             filter: filter.name.clone(),
-                            reason: failed.unwrap_or(Reason::Trap),
+                            reason: failed,
                         });
                     }
                 }
