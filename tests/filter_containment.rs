@@ -374,14 +374,18 @@ fn on_error_drop_leaves_the_families_out_and_fail_answers_502() {
         .arg(path.to_str().unwrap())
         .env("MATRIXINFER_FILTER_ON_ERROR", "fail")
         .start();
-    for _ in 0..7 {
+    for n in 1..=7 {
         let response = get(failing.addr, "/metrics");
         assert_eq!(response.status, 502);
-        assert!(
-            response.detail().contains("garbage-out"),
-            "{}",
-            response.text()
-        );
+        let detail = response.detail();
+        assert!(detail.contains("garbage-out"), "{detail}");
+        // Five failed calls, then switched off: still refused, not leaked.
+        let why = if n <= 5 {
+            "(invalid_output)"
+        } else {
+            "switched off"
+        };
+        assert!(detail.contains(why), "scrape {n}: {detail}");
         assert!(!response.text().contains(waiting));
     }
     assert_eq!(get(failing.addr, "/health").status, 200);
