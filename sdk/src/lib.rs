@@ -22,7 +22,8 @@
 //! The runtime refuses a filter's whole output for one line Prometheus
 //! would not parse, or one family that breaks the format's rules (split in
 //! two, a series twice, in its own `matrixinfer_runtime_` namespace, ...),
-//! and serves that scrape unfiltered. The SDK shares the runtime's
+//! and then does what the operator's `--filter-on-error` says (by default,
+//! serves that scrape unfiltered). The SDK shares the runtime's
 //! implementation of those rules ([`expo`]): which samples belong to which
 //! family ([`Family::owns`]; a histogram's samples always carry a suffix),
 //! what a name is ([`is_metric_name`], [`is_label_name`], [`is_reserved`]).
@@ -102,7 +103,8 @@ pub use text::{ParseError, is_label_name, is_metric_name, is_reserved, parse};
 
 /// The exposition format's rules as the runtime checks them (the
 /// `matrixinfer-expo` crate), for a [`RawFilter`]'s own checks and for
-/// tests: [`expo::check_line`] is the runtime's check of one output line.
+/// tests: [`expo::check_line`] is the runtime's check of one output line,
+/// [`expo::check::Checker`] its check of a whole output.
 pub use expo;
 
 /// What the export macros call; not part of the API.
