@@ -427,17 +427,26 @@ fn a_switched_off_filter_is_tried_again_after_a_doubling_cooldown() {
 // === State and reloads ===
 
 /// Answers `vllm:num_requests_waiting` with a gauge whose label is
-/// `version` and whose value counts the calls this instance has had.
+/// `version` and whose value counts the calls this instance has had, in
+/// two digits (`07`: Prometheus reads leading zeros).
 fn counting(version: u8) -> Module {
     let output = format!(
-        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{version=\"{}\"}} 0\n",
+        "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{version=\"{}\"}} 00\n",
         char::from(version)
     );
-    let digit = OUTPUT_AT + output.len() - 2;
+    let tens = OUTPUT_AT + output.len() - 3;
+    let units = tens + 1;
+    let digit = |at: usize, divisor: u32| {
+        format!(
+            "(i32.store8 (i32.const {at}) (i32.add (i32.const 48) \
+             (i32.rem_u (i32.div_u (global.get $calls) (i32.const {divisor})) (i32.const 10))))"
+        )
+    };
     Module {
         filter: format!(
-            "(i32.store8 (i32.const {digit}) (i32.add (i32.const 48) (i32.rem_u (global.get $calls) (i32.const 10))))
-             (call $pack (i32.const {OUTPUT_AT}) (i32.const {}))",
+            "{} {} (call $pack (i32.const {OUTPUT_AT}) (i32.const {}))",
+            digit(tens, 10),
+            digit(units, 1),
             output.len()
         ),
         ..Module::answering("vllm:num_requests_waiting", output.as_bytes())
@@ -463,7 +472,7 @@ fn instance_state_is_per_worker_and_starts_over_on_a_reload() {
     for n in 1..=3 {
         assert_eq!(
             waiting_line(&valid_scrape(&sidecar)),
-            format!("vllm:num_requests_waiting{{version=\"1\"}} {n}")
+            format!("vllm:num_requests_waiting{{version=\"1\"}} {n:02}")
         );
     }
     counting(b'2').write_to(&path);
@@ -472,7 +481,7 @@ fn instance_state_is_per_worker_and_starts_over_on_a_reload() {
     assert_eq!(response.json()["filters"], serde_json::json!(["counting"]));
     assert_eq!(
         waiting_line(&valid_scrape(&sidecar)),
-        "vllm:num_requests_waiting{version=\"2\"} 1"
+        "vllm:num_requests_waiting{version=\"2\"} 01"
     );
     // Counters outlive the reload (four scrapes, and this one).
     assert_eq!(
