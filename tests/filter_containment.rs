@@ -395,28 +395,42 @@ fn on_error_drop_leaves_the_families_out_and_fail_answers_502() {
 fn a_switched_off_filter_is_tried_again_after_a_doubling_cooldown() {
     let path = Module::answering("vllm:num_requests_waiting", b"x 1").file("always-bad");
     let engine = engine();
+    // Long enough that a loaded machine reads the state within it.
     let sidecar = sidecar_with(
         &engine,
         &[&path],
-        &["--filter-max-failures", "2", "--filter-cooldown-ms", "300"],
+        &["--filter-max-failures", "2", "--filter-cooldown-ms", "3000"],
     );
-    let series = |name: &str| format!("matrixinfer_runtime_filter_{name}{{filter=\"always-bad\"}}");
+    let read = |text: &str, name: &str| -> f64 {
+        let series = format!("matrixinfer_runtime_filter_{name}{{filter=\"always-bad\"}} ");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .unwrap_or_else(|| panic!("no {series}"));
+        line[series.len()..].parse().unwrap()
+    };
+    let errors = |text: &str| {
+        let series = "matrixinfer_runtime_filter_errors_total{filter=\"always-bad\",reason=\"invalid_output\"} ";
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap();
+        line[series.len()..].parse::<f64>().unwrap()
+    };
     valid_scrape(&sidecar);
-    valid_scrape(&sidecar);
-    assert_eq!(metric(&sidecar, &series("switched_off_total")), 1.0);
-    assert_eq!(metric(&sidecar, &series("enabled")), 0.0);
-    let retry = metric(&sidecar, &series("retry_seconds"));
-    assert!(retry > 0.0 && retry <= 0.3, "{retry}");
+    // The second failure switches it off; this scrape's own metrics say so.
+    let text = valid_scrape(&sidecar);
+    assert_eq!(read(&text, "switched_off_total"), 1.0);
+    assert_eq!(read(&text, "enabled"), 0.0);
+    let retry = read(&text, "retry_seconds");
+    assert!(retry > 0.0 && retry <= 3.0, "{retry}");
     // While cooling down it is not called.
-    valid_scrape(&sidecar);
-    assert_eq!(errors(&sidecar, "always-bad", "invalid_output"), 2.0);
+    let text = valid_scrape(&sidecar);
+    assert_eq!(errors(&text), 2.0);
     // After it: on trial, one failure switches it off again, for twice as long.
-    thread::sleep(Duration::from_millis(350));
-    valid_scrape(&sidecar);
-    assert_eq!(errors(&sidecar, "always-bad", "invalid_output"), 3.0);
-    assert_eq!(metric(&sidecar, &series("switched_off_total")), 2.0);
-    let retry = metric(&sidecar, &series("retry_seconds"));
-    assert!(retry > 0.3 && retry <= 0.6, "{retry}");
+    thread::sleep(Duration::from_millis(3100));
+    let text = valid_scrape(&sidecar);
+    assert_eq!(errors(&text), 3.0);
+    assert_eq!(read(&text, "switched_off_total"), 2.0);
+    let retry = read(&text, "retry_seconds");
+    assert!(retry > 3.0 && retry <= 6.0, "{retry}");
     assert!(
         sidecar
             .log()
