@@ -113,20 +113,27 @@ impl App {
     }
 
     /// Compiles the configured filters again, off the worker, and swaps
-    /// them in; 422 (the running set stays) when one fails to load.
+    /// them in; 422 (the running set stays) when one fails to load, 409
+    /// while another reload runs.
     async fn reload_filters(&self, res: &mut Responder<'_>) -> io::Result<()> {
-        let host = self.filter_host.clone();
-        let (tx, rx) = flume::bounded(1);
-        let spawned = std::thread::Builder::new()
-            .name("filter-reload".into())
-            .spawn(move || {
-                let _ = tx.send(host.reload());
-            });
-        if let Err(e) = spawned {
-            let detail = format!("Cannot reload the filters: {e}");
-            return res.error(StatusCode::SERVICE_UNAVAILABLE, &detail).await;
-        }
-        match rx.recv_async().await {
+        let outcome = match self.filter_host.reload_in_background() {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => {
+                let body = serde_json::json!({
+                    "detail": "A filter reload is in progress; try again when it ends"
+                })
+                .to_string();
+                let headers = [("content-type", "application/json"), ("retry-after", "1")];
+                return res
+                    .send(StatusCode::CONFLICT, &headers, body.as_bytes())
+                    .await;
+            }
+            Err(e) => {
+                let detail = format!("Cannot reload the filters: {e}");
+                return res.error(StatusCode::SERVICE_UNAVAILABLE, &detail).await;
+            }
+        };
+        match outcome.recv_async().await {
             Ok(Ok(names)) => {
                 let names: Vec<&str> = names.iter().map(|n| &**n).collect();
                 let body = serde_json::json!({ "status": "reloaded", "filters": names });

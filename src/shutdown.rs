@@ -57,7 +57,8 @@ impl Shutdown {
         Starting(self)
     }
 
-    /// Runs `hook` (on a thread of its own) on every SIGHUP.
+    /// Runs `hook` on every SIGHUP, on the signal thread: it must return
+    /// at once (start its work elsewhere).
     pub fn on_hangup(&self, hook: impl Fn() + Send + Sync + 'static) {
         *self
             .on_hangup
@@ -143,15 +144,9 @@ pub fn trigger_on_signals(shutdown: std::sync::Arc<Shutdown>) -> std::io::Result
                     })
                     .flatten();
                 // Without a hook, SIGHUP ends the process as it always did.
+                // The hook must not block: SIGTERM is handled here too.
                 if let Some(hook) = hook {
-                    // Off this thread, so that SIGTERM still works while
-                    // it runs.
-                    let spawned = std::thread::Builder::new()
-                        .name("sighup".into())
-                        .spawn(move || hook());
-                    if let Err(e) = spawned {
-                        tracing::error!(error = %e, "SIGHUP: cannot start a thread");
-                    }
+                    hook();
                     continue;
                 }
                 if shutdown.starting.load(Ordering::SeqCst) {

@@ -56,9 +56,12 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
                 tracing::info!("SIGHUP: no filter configured, nothing to reload");
                 return;
             }
-            tracing::info!("SIGHUP: reloading the filters");
             // The outcome is logged by the reload itself.
-            let _ = filters.reload();
+            match filters.reload_in_background() {
+                Ok(Some(_)) => tracing::info!("SIGHUP: reloading the filters"),
+                Ok(None) => tracing::info!("SIGHUP: a filter reload is already running"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: cannot start a reload"),
+            }
         });
     }
     let listeners = runtime::bind(config.listen, config.workers).map_err(|e| {

@@ -662,3 +662,34 @@ fn sighup_without_filters_is_a_no_op() {
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["filters"], serde_json::json!([]));
 }
+
+#[test]
+fn one_reload_at_a_time() {
+    let path = counting(b'1').file("slow-reload");
+    let engine = engine();
+    let sidecar = sidecar_with(&engine, &[&path], &["--filter-deadline-ms", "3000"]);
+    // The new module's init loops: its reload runs into the 3 s deadline.
+    Module {
+        init: LOOP,
+        ..counting(b'2')
+    }
+    .write_to(&path);
+    let addr = sidecar.addr;
+    let first = thread::spawn(move || post_json(addr, "/v1/filters/reload", ""));
+    thread::sleep(Duration::from_millis(300));
+    let second = post_json(addr, "/v1/filters/reload", "");
+    assert_eq!(second.status, 409, "{}", second.text());
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert!(second.detail().contains("in progress"));
+    let first = first.join().unwrap();
+    assert_eq!(first.status, 422, "{}", first.text());
+    // Only the first one ran.
+    assert_eq!(
+        metric(
+            &sidecar,
+            "matrixinfer_runtime_filter_reloads_total{result=\"failed\"}"
+        ),
+        1.0
+    );
+    assert!(waiting_line(&valid_scrape(&sidecar)).contains("version=\"1\""));
+}

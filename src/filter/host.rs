@@ -9,8 +9,8 @@
 //! its name instead of hanging it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
@@ -150,8 +150,8 @@ pub struct FilterHost {
     /// The limits.
     pub limits: FilterLimits,
     current: RwLock<Arc<FilterSet>>,
-    /// One reload at a time.
-    reloading: Mutex<()>,
+    /// Set while a reload runs: one at a time, and no queue of them.
+    reloading: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
@@ -188,7 +188,7 @@ impl FilterHost {
                 filters,
                 route_off: limits.on_error != OnError::Unfiltered,
             })),
-            reloading: Mutex::new(()),
+            reloading: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
         })
@@ -213,13 +213,33 @@ impl FilterHost {
     }
 
     /// Compiles the configured filters again (their files may have
-    /// changed) and swaps the new set in whole; if any fails to load, the
-    /// running set stays. Blocks while compiling: call it off the workers.
-    pub fn reload(&self) -> Result<Vec<Arc<str>>, LoadError> {
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// changed) on a thread of its own, and swaps the new set in whole; if
+    /// any fails to load, the running set stays. At most one reload runs:
+    /// `None` while one does. The receiver gets the outcome (the names of
+    /// the filters now running), which is logged either way.
+    pub fn reload_in_background(self: &Arc<Self>) -> std::io::Result<Option<ReloadOutcome>> {
+        if self.reloading.swap(true, Relaxed) {
+            return Ok(None);
+        }
+        /// Lets the next reload start, whatever happens to this one.
+        struct Done(Arc<FilterHost>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.reloading.store(false, Relaxed);
+            }
+        }
+        let done = Done(self.clone());
+        let (tx, rx) = flume::bounded(1);
+        std::thread::Builder::new()
+            .name("filter-reload".into())
+            .spawn(move || {
+                let _ = tx.send(done.0.reload());
+            })?;
+        Ok(Some(rx))
+    }
+
+    /// The reload itself, blocking while it compiles.
+    fn reload(&self) -> Result<Vec<Arc<str>>, LoadError> {
         let old = self.current();
         let result = compile_all(
             &self.engine,
@@ -251,6 +271,9 @@ impl FilterHost {
         }
     }
 }
+
+/// What a reload started with [`FilterHost::reload_in_background`] ends with.
+pub type ReloadOutcome = flume::Receiver<Result<Vec<Arc<str>>, LoadError>>;
 
 /// Advances `engine`'s epoch every [`EPOCH_TICK`], from a thread of its own.
 fn start_epoch_clock(engine: &Engine) -> std::io::Result<()> {
