@@ -133,8 +133,10 @@ impl FilterChain {
                         // Served as it came; its families still go on to
                         // later filters that select them.
                         self.families.clear();
-                        let families = &mut self.families;
-                        validate::families(&input, |name, lines| families.push((name, lines)));
+                        if i + 1 < set.filters.len() {
+                            let families = &mut self.families;
+                            validate::families(&input, |name, lines| families.push((name, lines)));
+                        }
                         forward(set, i, &input, &self.families, relabeler, out);
                     }
                     (OnError::Drop, true) => {}

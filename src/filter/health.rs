@@ -207,34 +207,34 @@ mod tests {
     fn switched_off_then_on_trial_with_a_doubling_cooldown() {
         let recovery = Recovery {
             max_failures: 3,
-            cooldown: Duration::from_millis(20),
-            max_cooldown: Duration::from_millis(50),
+            cooldown: Duration::from_millis(100),
+            max_cooldown: Duration::from_millis(250),
         };
         let health = Health::default();
         assert_eq!(health.failure(&recovery), Streak::Started);
         assert_eq!(health.failure(&recovery), Streak::Continued);
         assert_eq!(
             health.failure(&recovery),
-            Streak::SwitchedOff(Duration::from_millis(20))
+            Streak::SwitchedOff(Duration::from_millis(100))
         );
         assert!(!health.is_on());
         assert!(!health.retry_if_due(&recovery), "still cooling down");
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(105));
         assert!(health.retry_if_due(&recovery));
         assert!(health.is_on());
         // On trial: one failure is enough, and the cool-down doubles.
         assert_eq!(
             health.failure(&recovery),
-            Streak::SwitchedOff(Duration::from_millis(40))
+            Streak::SwitchedOff(Duration::from_millis(200))
         );
-        std::thread::sleep(Duration::from_millis(45));
+        std::thread::sleep(Duration::from_millis(205));
         assert!(health.retry_if_due(&recovery));
         assert_eq!(
             health.failure(&recovery),
-            Streak::SwitchedOff(Duration::from_millis(50)),
+            Streak::SwitchedOff(Duration::from_millis(250)),
             "capped"
         );
-        std::thread::sleep(Duration::from_millis(55));
+        std::thread::sleep(Duration::from_millis(255));
         assert!(health.retry_if_due(&recovery));
         // A trial that passes ends the streak and resets the cool-down.
         health.success();

@@ -566,47 +566,5 @@ fn value_end(line: &[u8], mut i: usize) -> Result<usize, LineError> {
     }
 }
 
-/// The label pairs of a checked sample's label set (as [`Checked::Sample`]
-/// gives it): each name's range and its value's range inside the quotes,
-/// still escaped.
-pub fn label_pairs(line: &[u8], labels: Range<usize>) -> LabelPairs<'_> {
-    LabelPairs {
-        line,
-        at: labels.start,
-        end: labels.end,
-    }
-}
-
-/// Iterator of [`label_pairs`].
-#[derive(Debug)]
-pub struct LabelPairs<'l> {
-    line: &'l [u8],
-    at: usize,
-    end: usize,
-}
-
-impl Iterator for LabelPairs<'_> {
-    type Item = (Range<usize>, Range<usize>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let line = self.line;
-        let start = skip_blanks(line, self.at);
-        if start >= self.end {
-            return None;
-        }
-        let name = start..label_name_end(line, start);
-        let quote = line[name.end..].iter().position(|&b| b == b'"')? + name.end;
-        let close = value_end(line, quote + 1).ok()?;
-        let value = quote + 1..close - 1;
-        let after = skip_blanks(line, close);
-        self.at = if line.get(after) == Some(&b',') {
-            after + 1
-        } else {
-            after
-        };
-        Some((name, value))
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -210,13 +210,15 @@ fn bad_lines() {
 }
 
 #[test]
-fn pairs_of_a_checked_label_set() {
+fn labels_are_handed_over_as_checked() {
     let line = "x{ a = \"1\" ,b=\"\\\"}\",} 1";
-    let Ok(Checked::Sample { labels, .. }) = checked(line) else {
-        panic!()
-    };
-    let pairs: Vec<(&str, &str)> = label_pairs(line.as_bytes(), labels)
-        .map(|(n, v)| (&line[n], &line[v]))
-        .collect();
-    assert_eq!(pairs, [("a", "1"), ("b", "\\\"}")]);
+    let mut pairs = Vec::new();
+    let checked = check_line_with_labels(line.as_bytes(), |n, v| {
+        pairs.push((line[n].to_owned(), line[v].to_owned()))
+    });
+    assert!(matches!(checked, Ok(Checked::Sample { .. })));
+    assert_eq!(
+        pairs,
+        [("a".into(), "1".into()), ("b".into(), "\\\"}".into())] as [(String, String); 2]
+    );
 }
