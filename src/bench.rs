@@ -31,7 +31,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::config::BenchArgs;
-use crate::download::http::{HttpClient, Url};
+use crate::net::{HttpClient, Url};
 use crate::runtime::DriverChoice;
 use load::Target;
 use report::{PathReport, Report};

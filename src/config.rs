@@ -375,8 +375,8 @@ pub struct DemoArgs {
 pub struct Config {
     /// The engine beside us.
     pub engine: Engine,
-    /// Where to listen.
-    pub listen: SocketAddr,
+    /// Where to listen (resolved when the sidecar binds).
+    pub listen: Listen,
     /// Where the engine is.
     pub endpoint: EngineEndpoint,
     /// The engine's metrics path.
@@ -446,14 +446,11 @@ impl Config {
         };
         let filters = filter_specs(&args)?;
         let engine = Engine::parse(&required(args.engine.clone(), "--engine")?)?;
-        let listen = resolve_listen(&args.host, args.port)?;
+        let listen = Listen {
+            host: args.host.clone(),
+            port: args.port,
+        };
         let endpoint = EngineEndpoint::parse(&args.engine_base_url)?;
-        if endpoint.addrs.is_empty() {
-            tracing::warn!(
-                url = %endpoint.base_url,
-                "the engine host does not resolve yet; every connection attempt will try again"
-            );
-        }
         let metrics_path = normalize_path(&args.engine_metrics_path);
         let filter_limits = FilterLimits {
             deadline: Duration::from_millis(args.filter_deadline_ms),
@@ -589,6 +586,33 @@ fn filter_specs(args: &ServeArgs) -> Result<Vec<FilterSpec>, ConfigError> {
     }
 }
 
+/// A listen host and port, as given: names are resolved when the sidecar
+/// binds, not while arguments are parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Host name or address (IPv6 with or without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Listen {
+    /// The address to bind.
+    pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
+        resolve_listen(&self.host, self.port)
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Resolves a listen host and port.
 pub fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -684,7 +708,10 @@ mod tests {
         assert!(cli.command.is_none());
         let config = Config::from_args(cli.serve).unwrap();
         assert_eq!(config.engine, Engine::Vllm);
-        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(
+            config.listen.resolve().unwrap(),
+            "0.0.0.0:9000".parse().unwrap()
+        );
         assert_eq!(config.endpoint.base_url, "http://localhost:8000");
         assert_eq!(config.metrics_path, "/metrics");
         assert_eq!(config.request_timeout, Duration::from_secs(30));
@@ -721,7 +748,10 @@ mod tests {
         .unwrap();
         let config = Config::from_args(cli.serve).unwrap();
         assert_eq!(config.engine, Engine::Sglang);
-        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(
+            config.listen.resolve().unwrap(),
+            "127.0.0.1:9100".parse().unwrap()
+        );
         assert_eq!(config.metrics_path, "/stats");
         assert_eq!(config.request_timeout, Duration::from_millis(2500));
         assert_eq!(config.workers, 3);

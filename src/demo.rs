@@ -2,10 +2,10 @@
 //! process, so that a fresh machine can see the whole job with one command.
 
 use std::error::Error;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::config::{Config, DemoArgs, ServerArgs, SimulateArgs};
+use crate::config::{Config, DemoArgs, Listen, ServerArgs, SimulateArgs};
 use crate::engine::Engine;
 use crate::filter::FilterSpec;
 use crate::runtime::DriverChoice;
@@ -49,7 +49,10 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
     };
     let config = Config {
         engine: kind,
-        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.port),
+        listen: Listen {
+            host: Ipv4Addr::UNSPECIFIED.to_string(),
+            port: args.port,
+        },
         endpoint: EngineEndpoint::parse(&format!("http://{}", engine.addr))?,
         metrics_path: "/metrics".into(),
         pod: "demo-pod.default".into(),

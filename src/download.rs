@@ -21,12 +21,10 @@ pub mod cli;
 pub mod error;
 pub mod fetch;
 pub mod hf;
-pub mod http;
 pub mod jobs;
 pub mod lock;
 pub mod pvc;
 pub mod request;
-pub mod retry;
 pub mod s3;
 pub mod verify;
 
@@ -53,7 +51,7 @@ pub fn execute(
 ) -> Result<(), DownloadError> {
     let dir = &request.output_dir;
     let workers = request.max_workers;
-    let retry = retry::RetryPolicy::default();
+    let retry = crate::net::RetryPolicy::default();
     match &request.source {
         Source::S3 { bucket, prefix } | Source::Obs { bucket, prefix } => {
             let flavor = if matches!(request.source, Source::Obs { .. }) {
@@ -117,7 +115,7 @@ pub fn transient_status(status: u16) -> bool {
 /// `Range` header (`200` with the whole object) is read past the bytes
 /// before the range; a body that ends early leaves the rest to a retry.
 pub fn read_into_sink(
-    response: &mut http::Response<'_>,
+    response: &mut crate::net::Response<'_>,
     range: &Range<u64>,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), FetchError>,
 ) -> Result<(), FetchError> {

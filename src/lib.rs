@@ -56,6 +56,7 @@ pub mod fuzz_logic;
 pub mod http;
 pub mod kv_events;
 pub mod lora;
+pub mod net;
 pub mod pipeline;
 pub mod prom;
 pub mod runtime;

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::download::http::{HttpClient, Url};
 use crate::download::jobs::{Job, Jobs, Kind, State};
 use crate::download::request::{DownloadRequest, Environment, RequestError};
 use crate::engine::Engine;
 use crate::errors;
+use crate::net::{HttpClient, RetryPolicy, Url, UrlError};
 use crate::prom::expo;
 use crate::stats::{AtomicHistogram, MetricsSection};
 
@@ -35,6 +35,13 @@ pub const MAX_NAME: usize = 128;
 /// How long connection failures to the engine are retried (it may still
 /// be starting).
 pub const ENGINE_RETRY_WINDOW: Duration = Duration::from_secs(30);
+/// How an engine that refuses connections (still starting) is retried
+/// within the window.
+const ENGINE_RETRY: RetryPolicy = RetryPolicy {
+    attempts: u32::MAX,
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(2),
+};
 
 /// An answer for the HTTP caller.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,7 +182,7 @@ impl Lora {
         base_url: &str,
         timeout: Duration,
         jobs: Arc<Jobs>,
-    ) -> Result<Lora, String> {
+    ) -> Result<Lora, UrlError> {
         Ok(Lora {
             engine,
             base: Url::parse(base_url)?,
@@ -352,7 +359,7 @@ impl Lora {
                     | std::io::ErrorKind::NotFound
             );
             if connect_failed && Instant::now() < deadline {
-                let pause = Duration::from_millis(100 * u64::from(attempt.min(20)));
+                let pause = ENGINE_RETRY.backoff(attempt);
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 continue;
             }

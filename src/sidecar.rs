@@ -39,7 +39,7 @@ impl Running {
 
 /// Binds, starts the workers and returns; the workers stop when
 /// `shutdown` is triggered.
-pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
+pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
     let guard = shutdown.clone();
     let _starting = guard.starting();
     runtime::raise_open_files_limit(config.server.connections.max());
@@ -64,9 +64,20 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
             }
         });
     }
-    let listeners = runtime::bind(config.listen, config.workers).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-    })?;
+    // Names resolve here, at start, never while arguments are parsed.
+    let listen = config
+        .listen
+        .resolve()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Err(e) = config.endpoint.resolve() {
+        tracing::warn!(
+            url = %config.endpoint.base_url,
+            error = %e,
+            "the engine host does not resolve yet; every connection attempt will try again"
+        );
+    }
+    let listeners = runtime::bind(listen, config.workers)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     let addr = listeners[0].local_addr()?;
     let jobs = Arc::new(Jobs::default());
     {

@@ -5,7 +5,12 @@
 //! handshake) and opens an [`Exchange`] per request. The exchange reads the
 //! body as it arrives and hands it on decoded (chunked framing removed,
 //! gzip inflated) one socket read at a time, so nothing waits for the
-//! whole payload. Every exchange is bounded by `REQUEST_TIMEOUT`.
+//! whole payload. Every exchange is bounded by `REQUEST_TIMEOUT`. The
+//! protocol itself (the response head, the body's framing) is
+//! [`crate::net::h1`], shared with the blocking client.
+
+mod endpoint;
+mod exchange;
 
 use std::cell::RefCell;
 use std::io;
@@ -17,8 +22,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::gzip::GzipDecoder;
+pub use endpoint::{EndpointError, EngineEndpoint};
+pub use exchange::Exchange;
+
+use crate::net::h1::ResponseHead;
 
 /// Idle connections kept per worker.
 const MAX_IDLE: usize = 8;
@@ -26,91 +33,6 @@ const MAX_IDLE: usize = 8;
 const MAX_HEAD: usize = 64 * 1024;
 /// Socket read size.
 const READ_SIZE: usize = 64 * 1024;
-
-/// Where the engine is.
-#[derive(Clone, Debug)]
-pub struct EngineEndpoint {
-    /// The base URL as configured, for messages.
-    pub base_url: String,
-    /// `Host` header value.
-    pub host: String,
-    /// The host name or address, to resolve.
-    pub hostname: String,
-    /// The port.
-    pub port: u16,
-    /// Addresses to try, in order, as resolved at start; empty if the name
-    /// did not resolve then (each connection attempt tries again).
-    pub addrs: Vec<SocketAddr>,
-    /// Path prefix of the base URL, without a trailing `/`.
-    pub prefix: String,
-}
-
-/// Why a base URL cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
-    /// Not a URL we understand.
-    #[error("invalid engine base URL {url:?}: {reason}")]
-    Invalid {
-        /// The URL.
-        url: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-}
-
-impl EngineEndpoint {
-    /// Parses `http://host[:port][/prefix]` and resolves the host once. The
-    /// engine runs in the same Pod, so plain HTTP is all it speaks to us.
-    pub fn parse(url: &str) -> Result<EngineEndpoint, EndpointError> {
-        let invalid = |reason| EndpointError::Invalid {
-            url: url.to_owned(),
-            reason,
-        };
-        let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(invalid(
-                    "https is not supported; the engine is reached over plain HTTP inside the Pod",
-                ));
-            }
-            _ => return Err(invalid("the scheme must be http://")),
-        }
-        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-        let host = authority.host();
-        if host.is_empty() {
-            return Err(invalid("no host"));
-        }
-        let port = authority.port_u16().unwrap_or(80);
-        let hostname = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let addrs = resolve(&hostname, port).unwrap_or_default();
-        Ok(EngineEndpoint {
-            base_url: url.trim_end_matches('/').to_owned(),
-            host: authority.as_str().to_owned(),
-            hostname,
-            port,
-            addrs,
-            prefix: uri.path().trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-/// Resolves a host name. Blocking: called at start, and on a worker only
-/// while the engine's name has never resolved (a misconfiguration or a DNS
-/// outage, not the normal path).
-fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{host} has no address"),
-        ));
-    }
-    Ok(addrs)
-}
 
 /// An engine call that failed. Messages name the URL and never carry a
 /// body longer than a line or two.
@@ -318,12 +240,12 @@ impl EngineClient {
 
     async fn connect(&self, url: &str, deadline: Instant) -> Result<TcpStream, UpstreamError> {
         if self.addrs.borrow().is_empty() {
-            let addrs = resolve(&self.endpoint.hostname, self.endpoint.port).map_err(|source| {
-                UpstreamError::Connect {
+            let addrs = endpoint::resolve(&self.endpoint.hostname, self.endpoint.port).map_err(
+                |source| UpstreamError::Connect {
                     url: url.to_owned(),
                     source,
-                }
-            })?;
+                },
+            )?;
             *self.addrs.borrow_mut() = addrs;
         }
         let addrs = self.addrs.borrow().clone();
@@ -373,35 +295,9 @@ impl EngineClient {
         }
         buf.clear();
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(buf) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let code = response.code.unwrap_or(0);
-                    if (100..200).contains(&code) {
-                        buf.drain(..head_len);
-                        continue;
-                    }
-                    let head = Head::read(&response).map_err(|reason| {
-                        Start::Failed(UpstreamError::Protocol {
-                            url: url.clone(),
-                            reason: reason.to_owned(),
-                        })
-                    })?;
-                    return Ok(Started {
-                        stream,
-                        head_len,
-                        head,
-                        status: code,
-                    });
-                }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                    return Err(Start::Failed(UpstreamError::Protocol {
-                        url: url.clone(),
-                        reason: "response head too large".into(),
-                    }));
-                }
-                Ok(httparse::Status::Partial) => {}
+            match ResponseHead::parse(buf, MAX_HEAD, false, false) {
+                Ok(Some(head)) => return Ok(Started { stream, head }),
+                Ok(None) => {}
                 Err(e) => {
                     return Err(Start::Failed(UpstreamError::Protocol {
                         url: url.clone(),
@@ -430,9 +326,7 @@ impl EngineClient {
 /// A response whose head has been read.
 struct Started {
     stream: TcpStream,
-    head_len: usize,
-    head: Head,
-    status: u16,
+    head: ResponseHead,
 }
 
 enum Start {
@@ -451,270 +345,6 @@ fn is_stale(e: &io::Error) -> bool {
     )
 }
 
-/// What the response head says about the body.
-struct Head {
-    framing: Framing,
-    gzip: bool,
-    close: bool,
-}
-
-enum Framing {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-}
-
-impl Head {
-    fn read(response: &httparse::Response<'_, '_>) -> Result<Head, &'static str> {
-        let mut length = None;
-        let mut chunked = false;
-        let mut gzip = false;
-        let mut close = response.version == Some(0);
-        for header in response.headers.iter() {
-            let value = header.value.trim_ascii();
-            if header.name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok());
-                length = Some(n.ok_or("bad content-length")?);
-            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                if !chunked {
-                    return Err("unsupported transfer-encoding");
-                }
-            } else if header.name.eq_ignore_ascii_case("content-encoding") {
-                if value.eq_ignore_ascii_case(b"gzip") || value.eq_ignore_ascii_case(b"x-gzip") {
-                    gzip = true;
-                } else if !value.eq_ignore_ascii_case(b"identity") && !value.is_empty() {
-                    return Err("unsupported content-encoding");
-                }
-            } else if header.name.eq_ignore_ascii_case("connection") {
-                for token in value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    if response.version == Some(0) && token.eq_ignore_ascii_case(b"keep-alive") {
-                        close = false;
-                    }
-                }
-            }
-        }
-        let framing = match (chunked, length) {
-            (true, _) => Framing::Chunked(ChunkedDecoder::default()),
-            (false, Some(n)) => Framing::Length(n),
-            (false, None) => Framing::UntilClose,
-        };
-        Ok(Head {
-            framing,
-            gzip,
-            close,
-        })
-    }
-}
-
-/// One request/response with the engine, its body still to be read.
-pub struct Exchange<'a> {
-    client: &'a EngineClient,
-    prepared: &'a Prepared,
-    stream: Option<TcpStream>,
-    /// Read buffer; `buf[pos..]` is body not yet handed out.
-    buf: &'a mut Vec<u8>,
-    pos: usize,
-    framing: Framing,
-    gzip: Option<Box<(GzipDecoder, Vec<u8>)>>,
-    close: bool,
-    status: u16,
-    deadline: Instant,
-    done: bool,
-    /// Body bytes received, as sent on the wire (before inflating).
-    wire_bytes: u64,
-}
-
-impl<'a> Exchange<'a> {
-    fn new(
-        client: &'a EngineClient,
-        prepared: &'a Prepared,
-        started: Started,
-        buf: &'a mut Vec<u8>,
-        deadline: Instant,
-    ) -> Self {
-        let Started {
-            stream,
-            head_len,
-            head,
-            status,
-        } = started;
-        let done = matches!(head.framing, Framing::Length(0));
-        Exchange {
-            client,
-            prepared,
-            stream: Some(stream),
-            buf,
-            pos: head_len,
-            framing: head.framing,
-            gzip: head
-                .gzip
-                .then(|| Box::new((GzipDecoder::default(), Vec::new()))),
-            close: head.close,
-            status,
-            deadline,
-            done,
-            wire_bytes: 0,
-        }
-    }
-
-    /// The engine's status code.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// Whether the status is 2xx.
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// Body bytes received so far, as they came over the wire.
-    pub fn wire_bytes(&self) -> u64 {
-        self.wire_bytes
-    }
-
-    /// Reads the next piece of the body and hands it, decoded, to `sink`
-    /// (possibly in several calls). Returns false once the body is complete.
-    pub async fn read(&mut self, mut sink: impl FnMut(&[u8])) -> Result<bool, UpstreamError> {
-        if self.done {
-            return Ok(false);
-        }
-        if self.pos >= self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-            let stream = self.stream.as_mut().expect("stream present until done");
-            let read = monoio::time::timeout_at(self.deadline, read_more(stream, self.buf)).await;
-            let n = match read {
-                Err(_) => return Err(self.timeout()),
-                Ok(Err(source)) => {
-                    return Err(UpstreamError::Io {
-                        url: self.prepared.url.clone(),
-                        source,
-                    });
-                }
-                Ok(Ok(n)) => n,
-            };
-            if n == 0 {
-                if matches!(self.framing, Framing::UntilClose) {
-                    self.finish_body()?;
-                    return Ok(false);
-                }
-                return Err(UpstreamError::Truncated {
-                    url: self.prepared.url.clone(),
-                });
-            }
-        }
-        let data_start = self.pos;
-        let available = &self.buf[data_start..];
-        let mut gzip_error = None;
-        let mut deliver = |data: &[u8]| match &mut self.gzip {
-            Some(gz) => {
-                let (decoder, scratch) = &mut **gz;
-                if gzip_error.is_none()
-                    && let Err(e) = decoder.decode(data, scratch, &mut sink)
-                {
-                    gzip_error = Some(e);
-                }
-            }
-            None => sink(data),
-        };
-        let (used, body_done) = match &mut self.framing {
-            Framing::Length(remaining) => {
-                let take = (*remaining).min(available.len() as u64) as usize;
-                deliver(&available[..take]);
-                *remaining -= take as u64;
-                (take, *remaining == 0)
-            }
-            Framing::Chunked(decoder) => {
-                let used = decoder.decode(available, &mut deliver).map_err(|e| {
-                    UpstreamError::Protocol {
-                        url: self.prepared.url.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-                (used, decoder.is_done())
-            }
-            Framing::UntilClose => {
-                deliver(available);
-                (available.len(), false)
-            }
-        };
-        self.wire_bytes += used as u64;
-        self.pos += used;
-        if let Some(e) = gzip_error {
-            return Err(UpstreamError::Protocol {
-                url: self.prepared.url.clone(),
-                reason: format!("bad gzip body: {e}"),
-            });
-        }
-        if body_done {
-            if self.pos < self.buf.len() {
-                // Bytes after the body: the connection is out of step.
-                self.close = true;
-            }
-            self.finish_body()?;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn finish_body(&mut self) -> Result<(), UpstreamError> {
-        self.done = true;
-        if let Some(gz) = &self.gzip
-            && !gz.0.is_done()
-        {
-            return Err(UpstreamError::Protocol {
-                url: self.prepared.url.clone(),
-                reason: "gzip body ended early".into(),
-            });
-        }
-        let reusable = !self.close && !matches!(self.framing, Framing::UntilClose);
-        if let Some(stream) = self.stream.take()
-            && reusable
-        {
-            self.client.recycle(stream);
-        }
-        Ok(())
-    }
-
-    fn timeout(&self) -> UpstreamError {
-        UpstreamError::Timeout {
-            url: self.prepared.url.clone(),
-            timeout: self.client.timeout,
-        }
-    }
-
-    /// Turns a non-2xx answer into an error carrying the start of its body.
-    pub async fn into_status_error(mut self) -> UpstreamError {
-        const KEEP: usize = 512;
-        let mut body = Vec::new();
-        while body.len() < KEEP {
-            match self
-                .read(|d| body.extend_from_slice(&d[..d.len().min(KEEP - body.len().min(KEEP))]))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) | Err(_) => break,
-            }
-        }
-        body.truncate(KEEP);
-        let text = String::from_utf8_lossy(&body);
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        UpstreamError::Status {
-            url: self.prepared.url.clone(),
-            status: self.status,
-            body: text,
-        }
-    }
-}
-
 /// Appends what the socket has to `buf`.
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
@@ -730,38 +360,6 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints() {
-        let e = EngineEndpoint::parse("http://127.0.0.1:8000").unwrap();
-        assert_eq!(e.host, "127.0.0.1:8000");
-        assert_eq!(e.prefix, "");
-        assert_eq!(e.addrs, ["127.0.0.1:8000".parse().unwrap()]);
-        let e = EngineEndpoint::parse("http://localhost:8000/engine/").unwrap();
-        assert_eq!(e.prefix, "/engine");
-        assert!(!e.addrs.is_empty());
-        let e = EngineEndpoint::parse("http://[::1]:81").unwrap();
-        assert_eq!(e.addrs, ["[::1]:81".parse().unwrap()]);
-        assert_eq!(
-            EngineEndpoint::parse("http://10.0.0.1").unwrap().addrs[0].port(),
-            80
-        );
-        let unresolved = EngineEndpoint::parse("http://no-such-host.invalid:8000").unwrap();
-        assert!(unresolved.addrs.is_empty());
-        assert_eq!(
-            (unresolved.hostname.as_str(), unresolved.port),
-            ("no-such-host.invalid", 8000)
-        );
-        for bad in [
-            "https://localhost:8000",
-            "localhost:8000",
-            "ftp://x",
-            "http://",
-            "not a url",
-        ] {
-            assert!(EngineEndpoint::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn prepared_requests() {

@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::error::DownloadError;
-use super::retry::RetryPolicy;
 use super::verify::{Expect, Hasher, hash_file};
+use crate::net::RetryPolicy;
 
 /// Files above this size are fetched as parallel parts.
 pub const SPLIT_ABOVE: u64 = 16 * 1024 * 1024;

@@ -1,10 +1,14 @@
 //! HuggingFace: a model repository at a revision.
 //!
-//! hf-hub does what it does well: the endpoint, the token (from the
-//! request, the environment or the HuggingFace token file) and the
-//! repository info call, which turns the revision into a commit and, with
-//! `blobs=true`, lists every file with its size, git blob id and LFS
-//! SHA-256. The bytes then come through the same ranged downloader as S3,
+//! The token comes from the request, then `HF_TOKEN`, then the token
+//! file where HuggingFace's own tools keep it (found by hf-hub's cache).
+//! One call to the repository info API
+//! (`{endpoint}/api/models/{repo}/revision/{revision}?blobs=true`) turns
+//! the revision into a commit and lists every file with its size, git
+//! blob id and LFS SHA-256; it goes through [`crate::net`] like every
+//! other outbound call, so it trusts the same CAs and takes the same
+//! route (hf-hub's own client, ureq, had its own trust store and proxy
+//! rules). The bytes then come through the same ranged downloader as S3,
 //! from `{endpoint}/{repo}/resolve/{commit}/{path}`, following the redirect
 //! to the CDN; the token goes to the endpoint's host and nowhere else.
 
@@ -13,17 +17,15 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Repo, RepoType};
 use serde::Deserialize;
 
 use super::error::DownloadError;
 use super::fetch::{FetchError, Origin, RemoteFile};
-use super::http::{HttpClient, Url};
 use super::request::{Secret, Settings};
 use super::s3::uri_encode;
 use super::verify::Expect;
 use super::{read_into_sink, transient_status};
+use crate::net::{HttpClient, Url};
 
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -96,30 +98,17 @@ impl HfRepo {
             .clone()
             .or_else(|| hf_hub::Cache::from_env().token().map(Secret::new));
 
-        let api = ApiBuilder::new()
-            .with_endpoint(endpoint_text)
-            .with_token(token.as_ref().map(|t| t.expose().to_owned()))
-            .with_progress(false)
-            .with_user_agent("matrixinfer-runtime", env!("CARGO_PKG_VERSION"))
-            .build()
-            .map_err(|e| DownloadError::Source(format!("HuggingFace client: {e}")))?;
-        let handle = api.repo(Repo::with_revision(
-            repo.to_owned(),
-            RepoType::Model,
-            revision.clone(),
-        ));
         let what = format!("{repo}@{revision}");
-        let info: Info = call_with_retries(&what, || {
-            handle
-                .info_request()
-                .query("blobs", "true")
-                .call()
-                .map_err(|e| ApiError::RequestError(Box::new(e)))
-        })?
-        .into_json()
-        .map_err(|e| {
-            DownloadError::Source(format!("unreadable repository info for {what}: {e}"))
-        })?;
+        let client = HttpClient::new(timeout);
+        let info_url = Url::from_parts(
+            endpoint.origin.clone(),
+            format!(
+                "{}/api/models/{repo}/revision/{}?blobs=true",
+                endpoint.target.trim_end_matches('/'),
+                uri_encode(&revision, false)
+            ),
+        );
+        let info = repository_info(&client, &endpoint, info_url, token.as_ref(), &what)?;
 
         let mut files = Vec::new();
         for sibling in info.siblings {
@@ -154,7 +143,7 @@ impl HfRepo {
             )));
         }
         let repo = HfRepo {
-            client: HttpClient::new(timeout),
+            client,
             endpoint,
             token,
             repo: repo.to_owned(),
@@ -283,22 +272,46 @@ impl Origin for HfRepo {
     }
 }
 
-/// Runs a Hub API call, retrying network faults and 5xx; 401/403 and 404
+/// GETs the repository info, following redirects (the token only to the
+/// endpoint's host), retrying network faults and 5xx; 401/403 and 404
 /// fail at once with what the Hub said.
-fn call_with_retries(
+fn repository_info(
+    client: &HttpClient,
+    endpoint: &Url,
+    mut url: Url,
+    token: Option<&Secret>,
     what: &str,
-    call: impl Fn() -> Result<ureq::Response, ApiError>,
-) -> Result<ureq::Response, DownloadError> {
-    let policy = super::retry::RetryPolicy::default();
-    let mut attempt = 0;
+) -> Result<Info, DownloadError> {
+    let policy = crate::net::RetryPolicy::default();
+    let (mut attempt, mut redirects) = (0, 0);
     loop {
-        attempt += 1;
-        let reason = match call() {
-            Ok(response) => return Ok(response),
-            Err(ApiError::RequestError(error)) => match *error {
-                ureq::Error::Status(status, response) => {
-                    let body = response.into_string().unwrap_or_default();
-                    let message = hub_message(&body);
+        let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
+        if let Some(token) = token
+            && url.origin == endpoint.origin
+        {
+            headers.push((
+                "authorization".to_owned(),
+                format!("Bearer {}", token.expose()),
+            ));
+        }
+        let reason = match client.request("GET", &url, &headers) {
+            Err(e) => e.to_string(),
+            Ok(mut response) => match response.status {
+                200 => {
+                    return serde_json::from_reader(&mut response).map_err(|e| {
+                        DownloadError::Source(format!("unreadable repository info for {what}: {e}"))
+                    });
+                }
+                301 | 302 | 303 | 307 | 308 if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    let location = response.header("location").unwrap_or_default().to_owned();
+                    url = url
+                        .join(&location)
+                        .map_err(|e| DownloadError::Source(format!("{what}: bad redirect: {e}")))?;
+                    continue;
+                }
+                status => {
+                    let message = hub_message(&response.text(64 * 1024).unwrap_or_default());
                     match status {
                         401 | 403 => {
                             return Err(DownloadError::Denied(format!(
@@ -314,10 +327,9 @@ fn call_with_retries(
                         }
                     }
                 }
-                ureq::Error::Transport(transport) => transport.to_string(),
             },
-            Err(e) => e.to_string(),
         };
+        attempt += 1;
         if attempt >= policy.attempts {
             return Err(DownloadError::Exhausted {
                 what: what.to_owned(),

@@ -23,11 +23,11 @@ use serde::Deserialize;
 
 use super::error::DownloadError;
 use super::fetch::{FetchError, Origin, RemoteFile};
-use super::http::{HttpClient, Response, Url};
 use super::request::{Secret, Settings};
-use super::retry::RetryPolicy;
 use super::verify::Expect;
 use super::{read_into_sink, transient_status};
+use crate::net::RetryPolicy;
+use crate::net::{HttpClient, Response, Url};
 
 /// Which flavour of the protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Bucket {
             }
             None if bucket.contains('.') => {
                 let base = Url::parse(&format!("https://s3.{region}.amazonaws.com"))
-                    .map_err(DownloadError::BadPath)?;
+                    .map_err(|e| DownloadError::BadPath(format!("region: {e}")))?;
                 (base, format!("/{}", uri_encode(bucket, false)))
             }
             None => {
@@ -401,10 +401,7 @@ impl Bucket {
         path_and_query: &str,
         extra: &[(String, String)],
     ) -> Result<Response<'_>, Failure> {
-        let url = Url {
-            origin: self.base.origin.clone(),
-            target: path_and_query.to_owned(),
-        };
+        let url = Url::from_parts(self.base.origin.clone(), path_and_query.to_owned());
         let mut corrected = false;
         loop {
             let mut headers: Vec<(String, String)> = extra.to_vec();
@@ -478,8 +475,7 @@ impl Bucket {
             .map_err(|e| DownloadError::Source(format!("cannot sign: {e}")))?
             .into();
         let host = url.host_header();
-        let scheme = if url.origin.https { "https" } else { "http" };
-        let uri = format!("{scheme}://{host}{}", url.target);
+        let uri = url.to_string();
         let mut headers: Vec<(&str, &str)> = vec![("host", host.as_str())];
         headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let request = SignableRequest::new(

@@ -17,7 +17,7 @@ use futures_util::{Stream, StreamExt};
 use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
 
 use super::{DecodeError, KvStats, Queue, Queued, Throttle, decode_batch};
-use crate::download::retry::RetryPolicy;
+use crate::net::RetryPolicy;
 use crate::shutdown::Shutdown;
 
 /// Reads the engine's KV event stream and queues the batches.

@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
 
 use super::{Event, KvStats, Queued, RedisError, Throttle, standard_hash};
-use crate::download::retry::RetryPolicy;
 use crate::engine::Engine;
 use crate::kv_events::BlockHash;
+use crate::net::RetryPolicy;
 use crate::shutdown::Shutdown;
 
 /// Seconds a block's mapping key lives.

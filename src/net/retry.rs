@@ -1,4 +1,6 @@
-//! Retrying transient faults: exponential backoff with full jitter.
+//! The one retry policy of outbound calls: exponential backoff with full
+//! jitter. Downloads, the HuggingFace API, LoRA engine calls and the KV
+//! bridge's reconnections all back off by it.
 
 use std::time::Duration;
 
