@@ -17,10 +17,9 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use matrixinfer_runtime::filter::validate::{Checker, Presence, Scope};
 use matrixinfer_runtime::filter::{
-    FilterChain, FilterHost, FilterLimits, FilterSet, FilterSpec, host,
+    FilterChain, FilterHost, FilterLimits, FilterSet, FilterSpec, Routes, host,
 };
 use matrixinfer_runtime::prom::Relabeler;
-use matrixinfer_runtime::prom::relabel::Router;
 use matrixinfer_runtime::prom::standard::VLLM;
 use matrixinfer_runtime::sim::payload::{Flavor, Payload, PayloadSpec};
 
@@ -49,22 +48,24 @@ fn payload(size: usize) -> Vec<u8> {
 /// One scrape's CPU work: relabel, then the filters, then the tail.
 fn scrape(
     relabeler: &mut Relabeler,
+    routes: &mut Routes,
     chain: Option<(&mut FilterChain, &Arc<FilterSet>)>,
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
-    if let Some((_, set)) = &chain {
-        let router: Arc<dyn Router> = (*set).clone();
-        relabeler.set_router(Some(router));
-    }
+    let (chain, set) = match chain {
+        Some((chain, set)) => (Some(chain), Some(set.clone())),
+        None => (None, None),
+    };
+    routes.begin(set);
     relabeler.reset();
     out.clear();
     for chunk in body.chunks(64 * 1024) {
-        relabeler.feed(chunk, out);
+        relabeler.feed(chunk, &mut routes.sink(out));
     }
-    relabeler.finish_body(out);
-    if let Some((chain, set)) = chain {
-        chain.run(set, relabeler, out).expect("filters run");
+    relabeler.finish_body(&mut routes.sink(out));
+    if let Some(chain) = chain {
+        chain.run(routes, out).expect("filters run");
     }
     relabeler.close(out);
     out.len()
@@ -114,8 +115,9 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
 
         let mut plain = Relabeler::new(VLLM);
+        let mut routes = Routes::default();
         group.bench_with_input(BenchmarkId::new("relabel_only", label), &body, |b, body| {
-            b.iter(|| scrape(&mut plain, None, black_box(body), &mut out))
+            b.iter(|| scrape(&mut plain, &mut routes, None, black_box(body), &mut out))
         });
         let cases = [
             (
@@ -139,6 +141,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     scrape(
                         &mut relabeler,
+                        &mut routes,
                         Some((&mut chain, &set)),
                         black_box(body),
                         &mut out,
@@ -150,7 +153,7 @@ fn bench(c: &mut Criterion) {
         // filter would return it changed (a pass-through filter's output
         // skips it: it is byte for byte what the filter was given).
         let mut relabeled = Vec::new();
-        scrape(&mut plain, None, &body, &mut relabeled);
+        scrape(&mut plain, &mut routes, None, &body, &mut relabeled);
         let mut checker = Checker::default();
         // The five standard source families alone: what the check costs
         // a filter over them that changes a byte.

@@ -3,7 +3,6 @@
 //! This is the one place that knows the URL paths; each handler lives with
 //! the concern it serves (the metrics path in [`crate::pipeline`]).
 
-use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 
@@ -13,54 +12,27 @@ use crate::access::{Access, Denied};
 use crate::download::{self, jobs::Jobs};
 use crate::errors;
 use crate::filter::{FilterChain, FilterHost};
-use crate::http::gzip::GzipEncoder;
 use crate::http::{Request, Responder, Service};
 use crate::lora::{self, Lora};
-use crate::pipeline;
-use crate::prom::Relabeler;
+use crate::pipeline::MetricsPath;
 use crate::prom::standard::StandardName;
-use crate::stats::{Stats, WorkerStats};
+use crate::stats::Stats;
 use crate::upstream::EngineClient;
-
-/// Scratch sets kept per worker between scrapes.
-const MAX_IDLE_SCRATCH: usize = 4;
 
 /// One worker's instance of the sidecar.
 #[derive(Debug)]
 pub struct App {
-    /// This worker's index.
-    pub worker: usize,
-    /// Counters of every worker.
-    pub stats: Arc<Stats>,
-    /// This worker's engine client.
-    pub engine: EngineClient,
+    /// This worker's metrics path (its engine client and filter
+    /// instances).
+    pub metrics: MetricsPath,
     /// Downloads of the whole process.
     pub jobs: Arc<Jobs>,
     /// LoRA adapters of the whole process.
     pub lora: Arc<Lora>,
-    /// This worker's filter instances.
-    pub filters: RefCell<FilterChain>,
     /// The filters of the process (for reloads).
     pub filter_host: Arc<FilterHost>,
     /// The API token and the directories writes are confined to.
     pub access: Arc<Access>,
-    table: &'static [StandardName],
-    scratch: RefCell<Vec<Scratch>>,
-}
-
-/// Buffers and state one scrape works in, reused by the next.
-#[derive(Debug)]
-pub struct Scratch {
-    /// Socket reads from the engine.
-    pub read: Vec<u8>,
-    /// Response body before compression.
-    pub plain: Vec<u8>,
-    /// Compressed response body.
-    pub wire: Vec<u8>,
-    /// Compression state, created on first use.
-    pub gzip: Option<GzipEncoder>,
-    /// Relabeling state.
-    pub relabeler: Relabeler,
 }
 
 impl App {
@@ -75,40 +47,11 @@ impl App {
         table: &'static [StandardName],
     ) -> App {
         App {
-            worker,
-            stats,
-            engine,
             jobs: lora.jobs().clone(),
             lora,
             filter_host: filters.host().clone(),
-            filters: RefCell::new(filters),
+            metrics: MetricsPath::new(worker, stats, engine, filters, table),
             access,
-            table,
-            scratch: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// This worker's counters.
-    pub fn worker_stats(&self) -> &WorkerStats {
-        self.stats.worker(self.worker)
-    }
-
-    /// Takes a scratch set from the pool, or makes one.
-    pub fn take_scratch(&self) -> Scratch {
-        self.scratch.borrow_mut().pop().unwrap_or_else(|| Scratch {
-            read: Vec::new(),
-            plain: Vec::new(),
-            wire: Vec::new(),
-            gzip: None,
-            relabeler: Relabeler::new(self.table),
-        })
-    }
-
-    /// Returns a scratch set to the pool.
-    pub fn put_scratch(&self, scratch: Scratch) {
-        let mut pool = self.scratch.borrow_mut();
-        if pool.len() < MAX_IDLE_SCRATCH {
-            pool.push(scratch);
         }
     }
 
@@ -152,7 +95,7 @@ impl App {
 
     async fn ready(&self, res: &mut Responder<'_>) -> io::Result<()> {
         let mut buf = Vec::new();
-        match self.engine.check_health(&mut buf).await {
+        match self.metrics.engine.check_health(&mut buf).await {
             Ok(()) => {
                 res.json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
                     .await
@@ -173,7 +116,7 @@ impl Service for App {
                 res.json(StatusCode::OK, &body).await
             }
             ("/ready", &Method::GET) => self.ready(res).await,
-            ("/metrics", &Method::GET) => pipeline::serve_metrics(self, &req, res).await,
+            ("/metrics", &Method::GET) => self.metrics.serve(&req, res).await,
             ("/v1/download_model", &Method::POST) => {
                 if let Err(denied) = self.access.authorize(&req) {
                     return refuse(res, denied).await;

@@ -4,8 +4,9 @@
 //! the command line, compiled at start and on a reload ([`host`]); each
 //! worker has its own instances ([`chain`]), so no lock is taken on the
 //! scrape path. A filter selects families by name or prefix ([`select`]);
-//! only those are diverted into it, once per scrape, everything else flows
-//! past with no copy. Every entry into a guest runs under a deadline
+//! only those are diverted into it ([`routes`]: the sink the relabeler
+//! writes through), once per scrape, everything else flows past with no
+//! copy. Every entry into a guest runs under a deadline
 //! (epoch interruption), with a memory cap and an output cap; what comes
 //! back must be exposition Prometheus accepts ([`validate`]) before it is
 //! served. A failing filter is counted, handled by the failure policy and
@@ -16,12 +17,14 @@ pub mod abi;
 pub mod chain;
 pub mod health;
 pub mod host;
+pub mod routes;
 pub mod select;
 pub mod validate;
 
 pub use chain::{FilterChain, FilterFailed};
 pub use health::{OnError, Reason, Recovery};
 pub use host::{FilterHost, FilterLimits, FilterSpec, LoadError};
+pub use routes::{Routed, Routes};
 pub use select::FilterSet;
 
 /// Reads filter specs from `MATRIXINFER_FILTERS`: a JSON array of

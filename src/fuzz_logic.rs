@@ -84,31 +84,45 @@ lat_sum 0.5\n";
 /// is valid exposition by the whole-scrape rules, and returns it (for
 /// `promtool`, an independent parser, in the suite).
 pub fn filter_output(output: &[u8]) -> Vec<u8> {
-    use std::sync::Arc;
+    use std::collections::HashMap;
 
     use crate::filter::validate::{Checker, Presence, Scope};
-    use crate::prom::relabel::Router;
+    use crate::prom::FamilySink;
 
-    #[derive(Debug)]
-    struct ToFilter;
-    impl Router for ToFilter {
-        fn routes(&self) -> usize {
-            1
+    /// The routes of one filter selecting `vllm:*`.
+    #[derive(Default)]
+    struct ToFilter {
+        served: Vec<u8>,
+        input: Vec<u8>,
+        current: bool,
+        seen: HashMap<Vec<u8>, bool>,
+    }
+    impl FamilySink for ToFilter {
+        fn family(&mut self, name: &[u8]) {
+            self.current = name.starts_with(b"vllm:");
+            self.seen.insert(name.to_vec(), self.current);
         }
-        fn route(&self, family: &[u8]) -> Option<usize> {
-            family.starts_with(b"vllm:").then_some(0)
+        fn write(&mut self, bytes: &[u8]) -> bool {
+            match self.current {
+                true => self.input.extend_from_slice(bytes),
+                false => self.served.extend_from_slice(bytes),
+            }
+            !self.current
+        }
+        fn output(&mut self) -> &mut Vec<u8> {
+            &mut self.served
         }
     }
-    struct Scrape<'r>(&'r Relabeler);
+    struct Scrape<'r>(&'r ToFilter);
     impl Scope for Scrape<'_> {
         fn selects(&self, family: &[u8]) -> bool {
             family.starts_with(b"vllm:")
         }
         fn presence(&self, family: &[u8]) -> Presence {
-            match self.0.seen_route(family) {
+            match self.0.seen.get(family) {
                 None => Presence::New,
-                Some(Some(0)) => Presence::Mine,
-                Some(_) => Presence::Elsewhere,
+                Some(true) => Presence::Mine,
+                Some(false) => Presence::Elsewhere,
             }
         }
     }
@@ -126,15 +140,16 @@ pub fn filter_output(output: &[u8]) -> Vec<u8> {
     }
 
     let mut relabeler = Relabeler::new(VLLM);
-    relabeler.set_router(Some(Arc::new(ToFilter)));
-    relabeler.reset();
-    let mut served = Vec::new();
-    relabeler.feed(FILTER_SCRAPE, &mut served);
-    relabeler.finish_body(&mut served);
-    let input = std::mem::take(relabeler.diverted(0));
+    let mut routes = ToFilter::default();
+    relabeler.feed(FILTER_SCRAPE, &mut routes);
+    relabeler.finish_body(&mut routes);
+    if routes.input.last().is_some_and(|&b| b != b'\n') {
+        routes.input.push(b'\n');
+    }
     let accepted = Checker::default()
-        .check(output, &Scrape(&relabeler), |_, _| {})
+        .check(output, &Scrape(&routes), |_, _| {})
         .is_ok();
+    let (mut served, input) = (std::mem::take(&mut routes.served), routes.input);
     served.extend_from_slice(if accepted { output } else { &input });
     served.extend_from_slice(
         b"# HELP matrixinfer_runtime_up 1.\n# TYPE matrixinfer_runtime_up gauge\nmatrixinfer_runtime_up 1\n",

@@ -2,71 +2,155 @@
 //!
 //! [1] the engine client sends the GET and yields the body as it arrives
 //! (chunked framing removed, gzip inflated); [2] the scanner cuts it into
-//! lines and [3] the relabeler writes every line through (but the families
-//! a WASM filter selects) and collects the standardized copies; [5] the
-//! response streams out chunked, gzipped when the client asked. At the end
-//! come the standardized families, [4] the filters' output, the sidecar's
-//! own metrics.
+//! lines and [3] the relabeler writes every line, and at the end the
+//! standardized copies, through [4] the filter stage's routes, which send
+//! the families a WASM filter selects to it and the rest on to [5] the
+//! response, streamed out chunked, gzipped when the client asked. At the
+//! end the filters run over what they were sent, and the sidecar's own
+//! metrics follow.
 //! Nothing holds the whole payload: memory per scrape is a few buffers
 //! (but under `--filter-on-error fail`, where the response is held until
 //! the filters have run, so that a failure can still be a 502).
 
+use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::StatusCode;
 
-use crate::app::{App, Scratch};
 use crate::errors;
-use crate::filter::OnError;
+use crate::filter::{FilterChain, OnError, Routes};
+use crate::http::gzip::GzipEncoder;
 use crate::http::{Request, Responder, StreamBuffers};
-use crate::prom::relabel::Router;
-use crate::stats::ScrapeOutcome;
-use crate::upstream::{Target, UpstreamError};
+use crate::prom::Relabeler;
+use crate::prom::standard::StandardName;
+use crate::stats::{ScrapeOutcome, Stats, WorkerStats};
+use crate::upstream::{EngineClient, Target, UpstreamError};
 
 /// The content type of the classic text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Response bytes gathered before a write to the client.
 const FLUSH_AT: usize = 32 * 1024;
+/// Scratch sets kept per worker between scrapes.
+const MAX_IDLE_SCRATCH: usize = 4;
 
-/// Serves one scrape.
-pub async fn serve_metrics(app: &App, req: &Request, res: &mut Responder<'_>) -> io::Result<()> {
-    let started = Instant::now();
-    let mut scratch = app.take_scratch();
-    let (outcome, result) = scrape(app, req, res, &mut scratch).await;
-    app.worker_stats()
-        .copies_dropped(scratch.relabeler.dropped_copies());
-    app.put_scratch(scratch);
-    app.worker_stats().scrape(outcome, started.elapsed());
-    result
+/// One worker's metrics path: its engine client, filter instances and the
+/// buffers scrapes reuse.
+#[derive(Debug)]
+pub struct MetricsPath {
+    /// This worker's engine client.
+    pub engine: EngineClient,
+    /// This worker's filter instances.
+    pub filters: RefCell<FilterChain>,
+    stats: Arc<Stats>,
+    worker: usize,
+    table: &'static [StandardName],
+    scratch: RefCell<Vec<Scratch>>,
+}
+
+/// Buffers and state one scrape works in, reused by the next.
+#[derive(Debug)]
+struct Scratch {
+    /// Socket reads from the engine.
+    read: Vec<u8>,
+    /// Response body before compression.
+    plain: Vec<u8>,
+    /// Compressed response body.
+    wire: Vec<u8>,
+    /// Compression state, created on first use.
+    gzip: Option<GzipEncoder>,
+    /// Relabeling state.
+    relabeler: Relabeler,
+    /// Where each family goes: the filter stage's state.
+    routes: Routes,
+}
+
+impl MetricsPath {
+    /// Worker `worker`'s metrics path.
+    pub fn new(
+        worker: usize,
+        stats: Arc<Stats>,
+        engine: EngineClient,
+        filters: FilterChain,
+        table: &'static [StandardName],
+    ) -> MetricsPath {
+        MetricsPath {
+            engine,
+            filters: RefCell::new(filters),
+            stats,
+            worker,
+            table,
+            scratch: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn worker_stats(&self) -> &WorkerStats {
+        self.stats.worker(self.worker)
+    }
+
+    fn take_scratch(&self) -> Scratch {
+        self.scratch.borrow_mut().pop().unwrap_or_else(|| Scratch {
+            read: Vec::new(),
+            plain: Vec::new(),
+            wire: Vec::new(),
+            gzip: None,
+            relabeler: Relabeler::new(self.table),
+            routes: Routes::default(),
+        })
+    }
+
+    fn put_scratch(&self, scratch: Scratch) {
+        let mut pool = self.scratch.borrow_mut();
+        if pool.len() < MAX_IDLE_SCRATCH {
+            pool.push(scratch);
+        }
+    }
+
+    /// Serves one scrape.
+    pub async fn serve(&self, req: &Request, res: &mut Responder<'_>) -> io::Result<()> {
+        let started = Instant::now();
+        let mut scratch = self.take_scratch();
+        let (outcome, result) = scrape(self, req, res, &mut scratch).await;
+        self.worker_stats()
+            .copies_dropped(scratch.relabeler.dropped_copies());
+        self.put_scratch(scratch);
+        self.worker_stats().scrape(outcome, started.elapsed());
+        result
+    }
 }
 
 async fn scrape(
-    app: &App,
+    path: &MetricsPath,
     req: &Request,
     res: &mut Responder<'_>,
     scratch: &mut Scratch,
 ) -> (ScrapeOutcome, io::Result<()>) {
-    let stats = app.worker_stats();
+    let stats = path.worker_stats();
     let Scratch {
         read,
         plain,
         wire,
         gzip,
         relabeler,
+        routes,
     } = scratch;
 
     // [1] The engine's answer, up to its head.
-    let exchange = match app.engine.get(Target::Metrics, read).await {
+    let exchange = match path.engine.get(Target::Metrics, read).await {
         Ok(exchange) if exchange.is_success() => Ok(exchange),
         Ok(exchange) => Err(exchange.into_status_error().await),
         Err(e) => Err(e),
     };
     let mut exchange = match exchange {
         Ok(exchange) => exchange,
-        Err(e) => return (ScrapeOutcome::EngineError, engine_failed(app, res, e).await),
+        Err(e) => {
+            return (
+                ScrapeOutcome::EngineError,
+                engine_failed(path, res, e).await,
+            );
+        }
     };
 
     // [5] Our answer's head: the engine is there, so it is a 200 (sent
@@ -82,19 +166,24 @@ async fn scrape(
         Err(e) => return (ScrapeOutcome::ClientGone, Err(e)),
     };
 
-    // [4] The filter set this scrape uses throughout, and the families
-    // the relabeler diverts to it.
-    let filter_set = {
-        let filters = app.filters.borrow();
-        (!filters.is_empty()).then(|| filters.begin())
+    // [4] The filter set this scrape uses throughout: the routes divert
+    // the families its filters select. Under `--filter-on-error fail` the
+    // response is held until they have run.
+    let hold = {
+        let filters = path.filters.borrow();
+        let set = (!filters.is_empty()).then(|| filters.begin());
+        routes.begin(set);
+        routes.set().is_some() && filters.host().limits.on_error == OnError::Fail
     };
-    relabeler.set_router(filter_set.clone().map(|set| set as Arc<dyn Router>));
-    let hold = filter_set.is_some() && app.filter_host.limits.on_error == OnError::Fail;
 
-    // [2] + [3] Lines through the relabeler as they arrive, [5] out.
+    // [2] + [3] Lines through the relabeler as they arrive, [4] routed,
+    // [5] out.
     relabeler.reset();
     loop {
-        match exchange.read(|data| relabeler.feed(data, body.buf())).await {
+        match exchange
+            .read(|data| relabeler.feed(data, &mut routes.sink(body.buf())))
+            .await
+        {
             Ok(true) if !hold && body.buf().len() >= FLUSH_AT => {
                 if let Err(e) = body.flush().await {
                     return (ScrapeOutcome::ClientGone, Err(e));
@@ -114,16 +203,19 @@ async fn scrape(
                     tracing::warn!(error = %errors::chain(&e), "engine metrics body failed midway; response aborted");
                     return (ScrapeOutcome::Aborted, Ok(()));
                 };
-                return (ScrapeOutcome::EngineError, engine_failed(app, res, e).await);
+                return (
+                    ScrapeOutcome::EngineError,
+                    engine_failed(path, res, e).await,
+                );
             }
         }
     }
     stats.upstream_bytes(exchange.wire_bytes());
     drop(exchange);
-    relabeler.finish_body(body.buf());
+    relabeler.finish_body(&mut routes.sink(body.buf()));
     // [4] The families the filters selected, through them.
-    if let Some(set) = &filter_set {
-        let ran = app.filters.borrow_mut().run(set, relabeler, body.buf());
+    if routes.set().is_some() {
+        let ran = path.filters.borrow_mut().run(routes, body.buf());
         if let Err(failed) = ran {
             let detail = format!("Scrape refused by --filter-on-error fail: {failed}");
             let Some(res) = body.abandon() else {
@@ -136,7 +228,7 @@ async fn scrape(
             );
         }
     }
-    app.stats.render(body.buf());
+    path.stats.render(body.buf());
     relabeler.close(body.buf());
     match body.finish().await {
         Ok(()) => (ScrapeOutcome::Ok, Ok(())),
@@ -145,8 +237,12 @@ async fn scrape(
 }
 
 /// 502 when the engine fails, 504 when it is too slow.
-async fn engine_failed(app: &App, res: &mut Responder<'_>, error: UpstreamError) -> io::Result<()> {
-    app.worker_stats().upstream_error(error.reason());
+async fn engine_failed(
+    path: &MetricsPath,
+    res: &mut Responder<'_>,
+    error: UpstreamError,
+) -> io::Result<()> {
+    path.worker_stats().upstream_error(error.reason());
     let detail = format!(
         "Failed to fetch metrics from engine: {}",
         errors::chain(&error)

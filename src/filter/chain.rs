@@ -1,7 +1,7 @@
 //! One worker's filter instances, and running them at the end of a scrape.
 //!
 //! The relabeler has diverted each selected family to the first filter that
-//! selects it. At the end of the body every filter in turn gets its
+//! selects it ([`super::routes`]). At the end of the body every filter in turn gets its
 //! families in one call; its output is checked and split by family, each
 //! going on to the next filter that selects it or to the response. A
 //! failing call counts its reason, drops the instance (a fresh one is built
@@ -18,9 +18,9 @@ use wasmtime::Store;
 use super::abi::{Exports, HostState};
 use super::health::{OnError, Reason, Streak};
 use super::host::{CompiledFilter, FilterHost, instantiate};
+use super::routes::Routes;
 use super::select::{FilterSet, Selector, selects};
 use super::validate::{self, Checker, Presence, Scope};
-use crate::prom::Relabeler;
 
 /// A scrape that must fail because a filter did (`--filter-on-error fail`).
 #[derive(Debug, Clone)]
@@ -101,22 +101,22 @@ impl FilterChain {
         set
     }
 
-    /// Runs every filter of `set` over what `relabeler` diverted to it,
-    /// appending the results to `out`. Fails only under
+    /// Runs every filter of the scrape's set over what was diverted to
+    /// it, appending the results to `out`. Fails only under
     /// `--filter-on-error fail`.
-    pub fn run(
-        &mut self,
-        set: &Arc<FilterSet>,
-        relabeler: &mut Relabeler,
-        out: &mut Vec<u8>,
-    ) -> Result<(), FilterFailed> {
+    pub fn run(&mut self, routes: &mut Routes, out: &mut Vec<u8>) -> Result<(), FilterFailed> {
+        let Some(set) = routes.set().cloned() else {
+            return Ok(());
+        };
+        let set = &set;
+        routes.end_of_body();
         if !Arc::ptr_eq(&self.set, set) {
             self.set = set.clone();
             self.live = (0..set.filters.len()).map(|_| None).collect();
         }
         let on_error = self.host.limits.on_error;
         for i in 0..set.filters.len() {
-            let mut input = std::mem::take(relabeler.diverted(i));
+            let mut input = std::mem::take(routes.diverted(i));
             let mut result = Ok(());
             if !input.is_empty() {
                 let filter = &set.filters[i];
@@ -124,7 +124,7 @@ impl FilterChain {
                 // is to drop them or fail.
                 let off = !filter.health.is_on();
                 let failed = match off {
-                    false => self.call(i, &input, relabeler, out).err(),
+                    false => self.call(i, &input, routes, out).err(),
                     true => None,
                 };
                 match (on_error, failed.is_some() || off) {
@@ -137,7 +137,7 @@ impl FilterChain {
                             let families = &mut self.families;
                             validate::families(&input, |name, lines| families.push((name, lines)));
                         }
-                        forward(set, i, &input, &self.families, relabeler, out);
+                        forward(set, i, &input, &self.families, routes, out);
                     }
                     (OnError::Drop, true) => {}
                     (OnError::Fail, true) => {
@@ -149,7 +149,7 @@ impl FilterChain {
                 }
             }
             input.clear();
-            *relabeler.diverted(i) = input;
+            *routes.diverted(i) = input;
             result?;
         }
         Ok(())
@@ -161,7 +161,7 @@ impl FilterChain {
         &mut self,
         i: usize,
         input: &[u8],
-        relabeler: &mut Relabeler,
+        routes: &mut Routes,
         out: &mut Vec<u8>,
     ) -> Result<(), Reason> {
         let limits = self.host.limits;
@@ -192,14 +192,14 @@ impl FilterChain {
             } else {
                 let scope = CallScope {
                     selectors: &filter.selectors,
-                    relabeler,
+                    routes,
                     me: i,
                 };
                 checker
                     .check(output, &scope, |name, lines| families.push((name, lines)))
                     .map_err(|v| (validate::reason(&v), v.to_string()))?;
             }
-            forward(&set, i, output, families, relabeler, out);
+            forward(&set, i, output, families, routes, out);
             Ok(())
         })();
         filter.stats.run(started.elapsed());
@@ -249,7 +249,7 @@ fn count_failure(
 /// What filter `me`'s output may touch in this scrape.
 struct CallScope<'a> {
     selectors: &'a [Selector],
-    relabeler: &'a Relabeler,
+    routes: &'a Routes,
     me: usize,
 }
 
@@ -259,7 +259,7 @@ impl Scope for CallScope<'_> {
     }
 
     fn presence(&self, family: &[u8]) -> Presence {
-        match self.relabeler.seen_route(family) {
+        match self.routes.seen(family) {
             None => Presence::New,
             Some(Some(route)) if route == self.me => Presence::Mine,
             Some(_) => Presence::Elsewhere,
@@ -274,7 +274,7 @@ fn forward(
     i: usize,
     text: &[u8],
     families: &[(Range<usize>, Range<usize>)],
-    relabeler: &mut Relabeler,
+    routes: &mut Routes,
     out: &mut Vec<u8>,
 ) {
     if i + 1 == set.filters.len() {
@@ -282,14 +282,6 @@ fn forward(
         return;
     }
     for (name, lines) in families {
-        let name = &text[name.clone()];
-        let next = set.route_from(Some(i), name);
-        relabeler.note_route(name, next);
-        match next {
-            Some(j) => relabeler
-                .diverted(j)
-                .extend_from_slice(&text[lines.clone()]),
-            None => out.extend_from_slice(&text[lines.clone()]),
-        }
+        routes.forward(i, &text[name.clone()], &text[lines.clone()], out);
     }
 }

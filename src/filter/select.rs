@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use super::host::CompiledFilter;
-use crate::prom::relabel::Router;
 
 /// One selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,16 +61,6 @@ impl FilterSet {
             let filter = &self.filters[i];
             (self.route_off || filter.health.is_on()) && selects(&filter.selectors, family)
         })
-    }
-}
-
-impl Router for FilterSet {
-    fn routes(&self) -> usize {
-        self.filters.len()
-    }
-
-    fn route(&self, family: &[u8]) -> Option<usize> {
-        self.route_from(None, family)
     }
 }
 

@@ -10,12 +10,17 @@
 //! the one source it uses in a small buffer, and [`Relabeler::finish`]
 //! writes the buffers after the last engine line. Only the few families in
 //! the table are ever copied; everything else costs one classification.
+//!
+//! The relabeler writes through a [`FamilySink`]: it announces each family
+//! as it starts and hands over its lines; the sink emits them or diverts
+//! them (the filter stage, [`crate::filter::Routes`]). A plain `Vec<u8>`
+//! emits everything.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
 
 use super::line::{Line, MetricType, classify, classify_head, labels_end, sample_of};
+use super::name_hash::{Prehashed, name_hash};
 use super::scan::{LineScanner, Piece};
 use super::standard::{self, StandardName};
 
@@ -48,51 +53,36 @@ struct State {
     at_line_start: bool,
     max_copy_bytes: usize,
     dropped_copies: u64,
-    /// Sends families to filters instead of the output, when set.
-    router: Option<Arc<dyn Router>>,
-    /// Per route: the lines of the families sent there.
-    diverted: Vec<Vec<u8>>,
-    /// Where each family name of this scrape went (`None`: the output),
-    /// by a hash of the name: no allocation per family. Kept only while
-    /// routing.
-    seen: HashMap<u64, Option<usize>, BuildHasherDefault<Prehashed>>,
 }
 
-/// A family name's (or a series' labels') 64-bit hash, with foldhash
-/// (hashbrown's own hasher): several times cheaper than SipHash on every
-/// family start of a routed scrape (the `filter` benchmark) and every
-/// copied sample, and well mixed (FxHash, tried first, collides on names
-/// that differ only in a few trailing digits). Fixed seed, not keyed:
-/// the names come from the engine in the same Pod.
-fn name_hash(name: &[u8]) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::quality::FixedState::with_seed(0x6d69_5f72_756e_7469).hash_one(name)
+/// Where the relabeler's output goes, family by family.
+pub trait FamilySink {
+    /// The family called `name` starts: the lines written until the next
+    /// call belong to it.
+    fn family(&mut self, name: &[u8]);
+    /// Appends bytes of the current family's lines; true when they went
+    /// to the output, false when they were diverted.
+    fn write(&mut self, bytes: &[u8]) -> bool;
+    /// The output itself, for what belongs to no family (a held `# EOF`,
+    /// the newline after an unterminated last line).
+    fn output(&mut self) -> &mut Vec<u8>;
 }
 
-/// Passes a `u64` key through: the keys of `seen` are hashes already.
-#[derive(Debug, Default)]
-struct Prehashed(u64);
+/// Everything to the output.
+impl FamilySink for Vec<u8> {
+    #[inline]
+    fn family(&mut self, _name: &[u8]) {}
 
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        self.extend_from_slice(bytes);
+        true
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
-/// Decides which families go to a filter rather than straight out.
-pub trait Router: Send + Sync + std::fmt::Debug {
-    /// How many routes there are.
-    fn routes(&self) -> usize;
-    /// The route a family takes, by its name; `None` for the output.
-    fn route(&self, family: &[u8]) -> Option<usize>;
+    #[inline]
+    fn output(&mut self) -> &mut Vec<u8> {
+        self
+    }
 }
 
 /// The family the current line belongs to.
@@ -107,8 +97,6 @@ struct Family {
     declared: bool,
     /// Where its standardized copy goes.
     target: Option<Target>,
-    /// Which filter its lines go to, if any.
-    route: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -162,37 +150,8 @@ impl Relabeler {
                 at_line_start: true,
                 max_copy_bytes: DEFAULT_MAX_COPY_BYTES,
                 dropped_copies: 0,
-                router: None,
-                diverted: Vec::new(),
-                seen: HashMap::default(),
             },
         }
-    }
-
-    /// Sends the families `router` picks to its routes instead of the
-    /// output (see [`Relabeler::diverted`]).
-    pub fn set_router(&mut self, router: Option<Arc<dyn Router>>) -> &mut Relabeler {
-        let routes = router.as_ref().map_or(0, |r| r.routes());
-        self.state.diverted.resize_with(routes, Vec::new);
-        self.state.diverted.truncate(routes);
-        self.state.router = router;
-        self
-    }
-
-    /// The lines sent to route `i` in this scrape.
-    pub fn diverted(&mut self, i: usize) -> &mut Vec<u8> {
-        &mut self.state.diverted[i]
-    }
-
-    /// Where the family `name` went in this scrape: `None` if it did not
-    /// appear, `Some(None)` if it went to the output.
-    pub fn seen_route(&self, name: &[u8]) -> Option<Option<usize>> {
-        self.state.seen.get(&name_hash(name)).copied()
-    }
-
-    /// Records where a family produced later (by a filter) went.
-    pub fn note_route(&mut self, name: &[u8], route: Option<usize>) {
-        self.state.seen.insert(name_hash(name), route);
     }
 
     /// Sets the cap on one standard family's copy.
@@ -210,9 +169,6 @@ impl Relabeler {
         s.family.has_help = false;
         s.family.declared = false;
         s.family.target = None;
-        s.family.route = None;
-        s.diverted.iter_mut().for_each(Vec::clear);
-        s.seen.clear();
         for copy in &mut s.copies {
             copy.clear();
         }
@@ -223,8 +179,8 @@ impl Relabeler {
     }
 
     /// Feeds the next chunk of the engine's body; the original lines it
-    /// completes are appended to `out`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+    /// completes are written to `out`.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut impl FamilySink) {
         let state = &mut self.state;
         self.scanner.feed(chunk, |piece| state.piece(piece, out));
     }
@@ -232,48 +188,32 @@ impl Relabeler {
     /// Ends the body: writes any unterminated last line, the standardized
     /// families, whatever `append` writes (the sidecar's own metrics), and
     /// a held `# EOF` last.
-    pub fn finish(&mut self, out: &mut Vec<u8>, append: impl FnOnce(&mut Vec<u8>)) {
+    pub fn finish(&mut self, out: &mut impl FamilySink, append: impl FnOnce(&mut Vec<u8>)) {
         self.finish_body(out);
-        append(out);
-        self.close(out);
+        append(out.output());
+        self.close(out.output());
     }
 
     /// Ends the engine's body: its unterminated last line, then the
-    /// standardized families (or, for those a router picks, into their
-    /// route). What the caller appends next is followed by [`close`].
+    /// standardized families, each announced to `out` like any other. What
+    /// the caller appends next is followed by [`close`].
     ///
     /// [`close`]: Relabeler::close
-    pub fn finish_body(&mut self, out: &mut Vec<u8>) {
+    pub fn finish_body(&mut self, out: &mut impl FamilySink) {
         let state = &mut self.state;
         self.scanner.finish(|piece| state.piece(piece, out));
         if !state.at_line_start {
-            out.push(b'\n');
+            out.output().push(b'\n');
             state.at_line_start = true;
-        }
-        for buf in &mut state.diverted {
-            if buf.last().is_some_and(|&b| b != b'\n') {
-                buf.push(b'\n');
-            }
         }
         for copy in &state.copies {
             if copy.rank.is_none() || copy.overflowed {
                 continue;
             }
-            let sink = match &state.router {
-                Some(router) => {
-                    let family = copy.family.as_bytes();
-                    let route = router.route(family);
-                    state.seen.insert(name_hash(family), route);
-                    match route {
-                        Some(i) => &mut state.diverted[i],
-                        None => &mut *out,
-                    }
-                }
-                None => &mut *out,
-            };
-            sink.extend_from_slice(&copy.help);
-            sink.extend_from_slice(&copy.type_line);
-            sink.extend_from_slice(&copy.samples);
+            out.family(copy.family.as_bytes());
+            out.write(&copy.help);
+            out.write(&copy.type_line);
+            out.write(&copy.samples);
         }
     }
 
@@ -316,7 +256,7 @@ pub fn relabel_all(table: &'static [StandardName], input: &[u8]) -> Vec<u8> {
 // === impl State ===
 
 impl State {
-    fn piece(&mut self, piece: Piece<'_>, out: &mut Vec<u8>) {
+    fn piece(&mut self, piece: Piece<'_>, out: &mut impl FamilySink) {
         match piece {
             Piece::Line(line) => {
                 let content = line.strip_suffix(b"\n").unwrap_or(line);
@@ -337,12 +277,12 @@ impl State {
                     return;
                 }
                 self.release_eof(out);
-                self.apply(content, line, kind, true);
+                self.apply(content, line, kind, true, out);
                 self.write(line, out);
             }
             Piece::Head(head) => {
                 self.release_eof(out);
-                self.apply(head, head, classify_head(head), false);
+                self.apply(head, head, classify_head(head), false, out);
                 self.write(head, out);
             }
             Piece::Tail { bytes, end } => {
@@ -370,22 +310,20 @@ impl State {
         sample_of(content, &self.family.name, kind)
     }
 
-    fn write(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        if let Some(route) = self.family.route {
-            self.diverted[route].extend_from_slice(bytes);
-            return;
-        }
-        out.extend_from_slice(bytes);
-        if let Some(&last) = bytes.last() {
+    #[inline]
+    fn write(&mut self, bytes: &[u8], out: &mut impl FamilySink) {
+        if out.write(bytes)
+            && let Some(&last) = bytes.last()
+        {
             self.at_line_start = last == b'\n';
         }
     }
 
     /// Lines after a `# EOF` are not OpenMetrics, but they must keep their
     /// order: the terminator goes out where it was.
-    fn release_eof(&mut self, out: &mut Vec<u8>) {
+    fn release_eof(&mut self, out: &mut impl FamilySink) {
         if !self.eof.is_empty() {
-            out.extend_from_slice(&self.eof);
+            out.output().extend_from_slice(&self.eof);
             self.at_line_start = self.eof.last() == Some(&b'\n');
             self.eof.clear();
         }
@@ -395,14 +333,21 @@ impl State {
     /// is being standardized. `content` is the line without its `\n`;
     /// `line` is what was written out; `whole` is false for the head of a
     /// long line.
-    fn apply(&mut self, content: &[u8], line: &[u8], kind: Line, whole: bool) {
+    fn apply(
+        &mut self,
+        content: &[u8],
+        line: &[u8],
+        kind: Line,
+        whole: bool,
+        out: &mut impl FamilySink,
+    ) {
         match kind {
             Line::Help { name } => {
                 let same = self.family.declared
                     && !self.family.has_help
                     && self.family.name == content[name.clone()];
                 if !same {
-                    self.enter(&content[name.clone()], true);
+                    self.enter(&content[name.clone()], true, out);
                 }
                 self.family.has_help = true;
                 self.copy_metadata(Part::Help, line, name.start, name.end, whole);
@@ -412,7 +357,7 @@ impl State {
                     && self.family.kind.is_none()
                     && self.family.name == content[name.clone()];
                 if !same {
-                    self.enter(&content[name.clone()], true);
+                    self.enter(&content[name.clone()], true, out);
                 }
                 self.family.kind = Some(kind);
                 self.copy_metadata(Part::Type, line, name.start, name.end, whole);
@@ -421,7 +366,7 @@ impl State {
                 let sample = &content[name.clone()];
                 let kind = self.family.kind.unwrap_or(MetricType::Untyped);
                 if self.family.name.is_empty() || !kind.owns(&self.family.name, sample) {
-                    self.enter(sample, false);
+                    self.enter(sample, false, out);
                 }
                 self.copy_sample(content, line, name.start, name.end, whole);
             }
@@ -431,17 +376,14 @@ impl State {
 
     /// Starts a new family called `name`, and decides whether it is the
     /// source whose copy a standard name will carry.
-    fn enter(&mut self, name: &[u8], declared: bool) {
+    fn enter(&mut self, name: &[u8], declared: bool, out: &mut impl FamilySink) {
+        out.family(name);
         let family = &mut self.family;
         family.name.clear();
         family.name.extend_from_slice(name);
         family.kind = None;
         family.has_help = false;
         family.declared = declared;
-        if let Some(router) = &self.router {
-            family.route = router.route(name);
-            self.seen.insert(name_hash(name), family.route);
-        }
         family.target = standard::lookup(self.table, name).and_then(|m| {
             let copy = &mut self.copies[m.slot];
             match copy.rank {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::prom::relabel::Router;
+use crate::prom::FamilySink;
 use crate::prom::standard::{SGLANG, VLLM};
 use crate::prom::testutil::{relabel_chunks, relabel_every_split};
 
@@ -409,15 +409,41 @@ fn every_input_survives_byte_for_byte() {
     });
 }
 
-#[derive(Debug)]
-struct ByPrefix(&'static str);
+/// Diverts the families whose names start with a prefix, and records
+/// every family announced, as the filter stage's routes do.
+struct ByPrefix {
+    prefix: &'static str,
+    out: Vec<u8>,
+    diverted: Vec<u8>,
+    current: bool,
+    seen: Vec<(String, bool)>,
+}
 
-impl Router for ByPrefix {
-    fn routes(&self) -> usize {
-        1
+impl FamilySink for ByPrefix {
+    fn family(&mut self, name: &[u8]) {
+        self.current = name.starts_with(self.prefix.as_bytes());
+        self.seen
+            .push((String::from_utf8_lossy(name).into_owned(), self.current));
     }
-    fn route(&self, family: &[u8]) -> Option<usize> {
-        family.starts_with(self.0.as_bytes()).then_some(0)
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        match self.current {
+            true => self.diverted.extend_from_slice(bytes),
+            false => self.out.extend_from_slice(bytes),
+        }
+        !self.current
+    }
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+}
+
+impl ByPrefix {
+    fn seen_route(&self, name: &str) -> Option<Option<usize>> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|&(_, diverted)| diverted.then_some(0))
     }
 }
 
@@ -434,34 +460,36 @@ other 3
     for router in ["vllm:", "matrixinfer:"] {
         for chunk in [1, 7, 1000] {
             let mut relabeler = Relabeler::new(VLLM);
-            relabeler.set_router(Some(std::sync::Arc::new(ByPrefix(router))));
-            let mut out = Vec::new();
+            let mut sink = ByPrefix {
+                prefix: router,
+                out: Vec::new(),
+                diverted: Vec::new(),
+                current: false,
+                seen: Vec::new(),
+            };
             for piece in input.as_bytes().chunks(chunk) {
-                relabeler.feed(piece, &mut out);
+                relabeler.feed(piece, &mut sink);
             }
-            relabeler.finish_body(&mut out);
-            let out = String::from_utf8(out).unwrap();
-            let diverted = String::from_utf8(relabeler.diverted(0).clone()).unwrap();
+            relabeler.finish_body(&mut sink);
+            let out = String::from_utf8(sink.out.clone()).unwrap();
+            let diverted = String::from_utf8(sink.diverted.clone()).unwrap();
             let original = &input[..input.find("# TYPE other").unwrap()];
             let copy = "# HELP matrixinfer:num_requests_waiting Waiting.\n# TYPE matrixinfer:num_requests_waiting gauge\n\
                         matrixinfer:num_requests_waiting{a=\"1\"} 1\nmatrixinfer:num_requests_waiting{a=\"2\"} 2\n";
             if router == "vllm:" {
                 assert_eq!(diverted, original, "chunk {chunk}");
                 assert_eq!(out, format!("# TYPE other gauge\nother 3\n{copy}"));
-                assert_eq!(
-                    relabeler.seen_route(b"vllm:num_requests_waiting"),
-                    Some(Some(0))
-                );
+                assert_eq!(sink.seen_route("vllm:num_requests_waiting"), Some(Some(0)));
             } else {
                 assert_eq!(diverted, copy);
                 assert_eq!(out, input);
                 assert_eq!(
-                    relabeler.seen_route(b"matrixinfer:num_requests_waiting"),
+                    sink.seen_route("matrixinfer:num_requests_waiting"),
                     Some(Some(0))
                 );
             }
-            assert_eq!(relabeler.seen_route(b"other"), Some(None));
-            assert_eq!(relabeler.seen_route(b"absent"), None);
+            assert_eq!(sink.seen_route("other"), Some(None));
+            assert_eq!(sink.seen_route("absent"), None);
         }
     }
 }
