@@ -13,38 +13,21 @@ use std::path::{Component, Path, PathBuf};
 use http::StatusCode;
 
 use crate::http::Request;
+pub use crate::secret::Secret;
 
 /// The access policy of the API.
 #[derive(Default)]
 pub struct Access {
-    token: Option<String>,
+    token: Option<Secret>,
     roots: Vec<PathBuf>,
 }
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Access")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token", &self.token)
             .field("roots", &self.roots)
             .finish()
-    }
-}
-
-/// A secret from the command line or environment: shown nowhere, not
-/// even in `Debug` output of the options that hold it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Secret, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -76,7 +59,7 @@ impl Access {
             resolved.push(canonical);
         }
         Ok(Access {
-            token: token.map(|t| t.0).filter(|t| !t.is_empty()),
+            token: token.filter(|t| !t.is_empty()),
             roots: resolved,
         })
     }
@@ -105,7 +88,9 @@ impl Access {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         match presented {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(token) if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) => {
+                Ok(())
+            }
             Some(_) => Err(denied("Invalid API token")),
             None => Err(denied(
                 "Unsupported authorization scheme: send 'Authorization: Bearer <token>'",

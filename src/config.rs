@@ -113,6 +113,9 @@ pub struct ServeArgs {
     /// Seconds LoRA calls keep retrying an engine that refuses connections (it may be starting).
     #[arg(long, env = "MATRIXINFER_ENGINE_RETRY_WINDOW", default_value = "30", value_parser = parse_seconds)]
     pub engine_retry_window: Duration,
+    /// Downloads and LoRA operations that may run at once; beyond it a request is answered 429 with Retry-After.
+    #[arg(long, env = "MATRIXINFER_MAX_CONCURRENT_JOBS", default_value_t = crate::download::jobs::MAX_CONCURRENT_JOBS as u16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_jobs: u16,
     /// Do not bridge the engine's KV-cache events into Redis.
     #[arg(long, env = "MATRIXINFER_NO_KV_EVENTS")]
     pub no_kv_events: bool,
@@ -389,6 +392,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long LoRA calls retry an engine that refuses connections.
     pub engine_retry_window: Duration,
+    /// Downloads and LoRA operations run at once, at most.
+    pub max_concurrent_jobs: usize,
     /// WASM filters, in order.
     pub filters: Vec<FilterSpec>,
     /// Their limits.
@@ -487,6 +492,7 @@ impl Config {
             model,
             request_timeout: args.request_timeout,
             engine_retry_window: args.engine_retry_window,
+            max_concurrent_jobs: usize::from(args.max_concurrent_jobs),
             filters,
             filter_limits,
             workers: args.server.worker_count(),
@@ -542,7 +548,9 @@ fn kv_events_config(
             host: args.redis_host.clone(),
             port: args.redis_port,
             db: args.redis_db,
-            password: env("REDIS_PASSWORD").filter(|p| !p.is_empty()),
+            password: env("REDIS_PASSWORD")
+                .filter(|p| !p.is_empty())
+                .map(Secret::new),
         },
         index: Index {
             engine,
@@ -833,7 +841,10 @@ mod tests {
             (vllm.endpoint.as_str(), vllm.topic.as_str()),
             ("tcp://engine:6000", "")
         );
-        assert_eq!(vllm.redis.password.as_deref(), Some("secret"));
+        assert_eq!(
+            vllm.redis.password.as_ref().map(Secret::expose),
+            Some("secret")
+        );
         let sglang = resolve(&args(&[]), Engine::Sglang, vars).unwrap();
         assert_eq!(
             (sglang.endpoint.as_str(), sglang.topic.as_str()),

@@ -59,6 +59,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         model: simulate.model.clone(),
         request_timeout: std::time::Duration::from_secs(30),
         engine_retry_window: std::time::Duration::from_secs(30),
+        max_concurrent_jobs: crate::download::jobs::MAX_CONCURRENT_JOBS,
         filters: args
             .filters
             .iter()

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::prom::expo;
 use crate::shutdown::Shutdown;
-use crate::stats::{AtomicHistogram, MetricsSection};
+use crate::stats::{Histogram, MetricsSection};
 
 pub use decode::{Batch, BlockHash, Event, EventKind, decode_batch};
 pub use hash::standard_hash;
@@ -193,7 +193,7 @@ pub struct KvStats {
     redis_errors: [AtomicU64; 2],
     redis_up: AtomicU64,
     engine_up: AtomicU64,
-    lag: AtomicHistogram,
+    lag: Histogram,
 }
 
 impl Default for KvStats {
@@ -211,7 +211,7 @@ impl Default for KvStats {
             redis_errors: Default::default(),
             redis_up: AtomicU64::new(0),
             engine_up: AtomicU64::new(0),
-            lag: AtomicHistogram::new(&LAG_BUCKETS),
+            lag: Histogram::new(&LAG_BUCKETS),
         }
     }
 }

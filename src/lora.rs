@@ -27,8 +27,9 @@ use crate::download::request::{DownloadRequest, Environment, RequestError};
 use crate::engine::Engine;
 use crate::errors;
 use crate::net::{HttpClient, RetryPolicy, Url, UrlError};
+use crate::offload::Busy;
 use crate::prom::expo;
-use crate::stats::{AtomicHistogram, MetricsSection};
+use crate::stats::{Histogram, MetricsSection};
 
 /// Longest adapter name.
 pub const MAX_NAME: usize = 128;
@@ -113,14 +114,14 @@ struct LoraStats {
     /// `[operation][outcome]`.
     outcomes: [[AtomicU64; 5]; 2],
     /// By operation.
-    latency: [AtomicHistogram; 2],
+    latency: [Histogram; 2],
 }
 
 impl Default for LoraStats {
     fn default() -> Self {
         LoraStats {
             outcomes: Default::default(),
-            latency: [0; 2].map(|_| AtomicHistogram::new(&LATENCY_BUCKETS)),
+            latency: [0; 2].map(|_| Histogram::new(&LATENCY_BUCKETS)),
         }
     }
 }
@@ -458,32 +459,37 @@ impl MetricsSection for Lora {
 }
 
 /// Starts a load on a thread of its own: registers the job, returns it
-/// and the channel its answer arrives on.
-pub fn spawn_load(lora: &Arc<Lora>, request: LoadRequest) -> (Arc<Job>, flume::Receiver<Answer>) {
+/// and the channel its answer arrives on; refused when the cap on
+/// concurrent jobs is reached.
+pub fn spawn_load(
+    lora: &Arc<Lora>,
+    request: LoadRequest,
+) -> Result<(Arc<Job>, flume::Receiver<Answer>), Busy> {
+    let permit = lora.jobs.offload.reserve()?;
     let job = lora.jobs.register(
         request.download,
         Kind::LoraLoad {
             lora_name: request.lora_name.clone(),
         },
     );
-    let (tx, rx) = flume::bounded(1);
     let (worker_lora, worker_job) = (lora.clone(), job.clone());
-    let spawned = std::thread::Builder::new()
-        .name(format!("lora-{}", &job.id[..8]))
-        .spawn(move || {
-            let _ = tx.send(worker_lora.load(&worker_job, &request.lora_name));
-        });
-    if let Err(e) = spawned {
-        let answer = Answer::detail(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot start the load: {e}"),
-        );
-        job.finish(State::Failed(describe(&answer)));
-        let (tx, rx) = flume::bounded(1);
-        let _ = tx.send(answer);
-        return (job, rx);
-    }
-    (job, rx)
+    let spawned = permit.spawn(format!("lora-{}", &job.id[..8]), move || {
+        worker_lora.load(&worker_job, &request.lora_name)
+    });
+    let rx = match spawned {
+        Ok(rx) => rx,
+        Err(e) => {
+            let answer = Answer::detail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the load: {e}"),
+            );
+            job.finish(State::Failed(describe(&answer)));
+            let (tx, rx) = flume::bounded(1);
+            let _ = tx.send(answer);
+            rx
+        }
+    };
+    Ok((job, rx))
 }
 
 /// Starts an unload on a thread of its own.
@@ -492,23 +498,20 @@ pub fn spawn_unload(
     lora_name: String,
     body: Map<String, Value>,
     cleanup: bool,
-) -> flume::Receiver<Answer> {
-    let (tx, rx) = flume::bounded(1);
+) -> Result<flume::Receiver<Answer>, Busy> {
+    let permit = lora.jobs.offload.reserve()?;
     let lora = lora.clone();
-    let spawned = std::thread::Builder::new()
-        .name("lora-unload".into())
-        .spawn(move || {
-            let _ = tx.send(lora.unload(&lora_name, body, cleanup));
-        });
-    if let Err(e) = spawned {
+    let spawned = permit.spawn("lora-unload".into(), move || {
+        lora.unload(&lora_name, body, cleanup)
+    });
+    Ok(spawned.unwrap_or_else(|e| {
         let (tx, rx) = flume::bounded(1);
         let _ = tx.send(Answer::detail(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot start the unload: {e}"),
         ));
-        return rx;
-    }
-    rx
+        rx
+    }))
 }
 
 // === HTTP handlers ===
@@ -545,7 +548,10 @@ pub async fn handle_load(
         "output_dir": request.download.output_dir.display().to_string(),
     });
     let async_download = request.download.async_download;
-    let (job, answer) = spawn_load(lora, request);
+    let (job, answer) = match spawn_load(lora, request) {
+        Ok(started) => started,
+        Err(busy) => return crate::download::api::too_many(res, &busy).await,
+    };
     if async_download {
         let mut body = started;
         body["id"] = json!(job.id);
@@ -612,10 +618,11 @@ pub async fn handle_unload(
                 .await;
         }
     };
-    match spawn_unload(lora, lora_name, fields, cleanup)
-        .recv_async()
-        .await
-    {
+    let answer = match spawn_unload(lora, lora_name, fields, cleanup) {
+        Ok(answer) => answer,
+        Err(busy) => return crate::download::api::too_many(res, &busy).await,
+    };
+    match answer.recv_async().await {
         Ok(answer) => res.json(answer.status, &answer.body).await,
         Err(_) => {
             res.error(

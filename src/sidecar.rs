@@ -79,7 +79,7 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
     let listeners = runtime::bind(listen, config.workers)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     let addr = listeners[0].local_addr()?;
-    let jobs = Arc::new(Jobs::default());
+    let jobs = Arc::new(Jobs::new(config.max_concurrent_jobs));
     {
         // Running downloads stop with the process; what they fetched is
         // kept and resumed by the next request for the same directory.

@@ -63,16 +63,26 @@ impl ScrapeOutcome {
 }
 
 /// One worker's counters. Only that worker writes them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))]
 pub struct WorkerStats {
     scrapes: [AtomicU64; ScrapeOutcome::ALL.len()],
-    /// Per-bucket counts (not cumulative); the last is `+Inf`.
-    scrape_buckets: [AtomicU64; SCRAPE_BUCKETS.len() + 1],
-    scrape_nanos: AtomicU64,
+    scrape_duration: Histogram,
     upstream_bytes: AtomicU64,
     upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
     copies_dropped: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    fn default() -> WorkerStats {
+        WorkerStats {
+            scrapes: Default::default(),
+            scrape_duration: Histogram::new(&SCRAPE_BUCKETS),
+            upstream_bytes: AtomicU64::new(0),
+            upstream_errors: Default::default(),
+            copies_dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 impl WorkerStats {
@@ -83,13 +93,7 @@ impl WorkerStats {
             .position(|&o| o == outcome)
             .unwrap_or(0);
         self.scrapes[index].fetch_add(1, Relaxed);
-        let seconds = took.as_secs_f64();
-        let bucket = SCRAPE_BUCKETS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(SCRAPE_BUCKETS.len());
-        self.scrape_buckets[bucket].fetch_add(1, Relaxed);
-        self.scrape_nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.scrape_duration.observe(took);
     }
 
     /// Counts body bytes received from the engine.
@@ -112,20 +116,20 @@ impl WorkerStats {
     }
 }
 
-/// A duration histogram that any thread may record into, for the parts of
-/// the process that run off the workers (LoRA calls, KV events).
+/// The one duration histogram: any thread may record into it (relaxed
+/// atomics); per-worker ones are summed when rendered.
 #[derive(Debug)]
-pub struct AtomicHistogram {
+pub struct Histogram {
     bounds: &'static [f64],
     /// Per-bucket counts (not cumulative); the last is `+Inf`.
     counts: Box<[AtomicU64]>,
     nanos: AtomicU64,
 }
 
-impl AtomicHistogram {
+impl Histogram {
     /// An empty histogram with these upper bounds, in seconds.
-    pub fn new(bounds: &'static [f64]) -> AtomicHistogram {
-        AtomicHistogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             nanos: AtomicU64::new(0),
@@ -146,9 +150,32 @@ impl AtomicHistogram {
 
     /// Appends its samples (the family header is the caller's).
     pub fn render(&self, out: &mut Vec<u8>, name: &str, labels: &[(&str, &str)]) {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Relaxed)).collect();
-        let seconds = self.nanos.load(Relaxed) as f64 / 1e9;
-        expo::histogram(out, name, labels, self.bounds, &counts, seconds);
+        Histogram::render_sum([self], out, name, labels);
+    }
+
+    /// Appends the samples of the sum of `parts`, which share their
+    /// bounds (one per worker); nothing when there are none.
+    pub fn render_sum<'a>(
+        parts: impl IntoIterator<Item = &'a Histogram>,
+        out: &mut Vec<u8>,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) {
+        let mut parts = parts.into_iter().peekable();
+        let Some(first) = parts.peek() else {
+            return;
+        };
+        let bounds = first.bounds;
+        let mut counts = vec![0u64; bounds.len() + 1];
+        let mut nanos = 0u64;
+        for part in parts {
+            debug_assert_eq!(part.bounds, bounds);
+            for (sum, count) in counts.iter_mut().zip(part.counts.iter()) {
+                *sum += count.load(Relaxed);
+            }
+            nanos += part.nanos.load(Relaxed);
+        }
+        expo::histogram(out, name, labels, bounds, &counts, nanos as f64 / 1e9);
     }
 }
 
@@ -257,11 +284,12 @@ impl Stats {
             "histogram",
             "Time to serve /metrics, engine fetch included.",
         );
-        let counts: Vec<u64> = (0..=SCRAPE_BUCKETS.len())
-            .map(|i| sum(&|w| &w.scrape_buckets[i]))
-            .collect();
-        let seconds = sum(&|w| &w.scrape_nanos) as f64 / 1e9;
-        expo::histogram(out, name, &[], &SCRAPE_BUCKETS, &counts, seconds);
+        Histogram::render_sum(
+            self.workers.iter().map(|w| &w.scrape_duration),
+            out,
+            name,
+            &[],
+        );
 
         let name = "matrixinfer_runtime_upstream_bytes_total";
         expo::header(

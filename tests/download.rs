@@ -832,3 +832,67 @@ fn old_stores_without_listobjectsv2_and_slowdowns_are_handled() {
         sidecar.log()
     );
 }
+
+/// Jobs beyond `--max-concurrent-jobs` are refused with 429 and
+/// `Retry-After`, downloads and LoRA operations alike, and no job is
+/// registered for them; the one running is not disturbed.
+#[test]
+fn jobs_beyond_the_cap_are_answered_429() {
+    // A Hub that accepts and never answers: the first download holds the
+    // one place for as long as the test runs.
+    let silent = RawServer::start(|stream| {
+        std::thread::sleep(Duration::from_secs(120));
+        drop(stream);
+    });
+    let sidecar = Sidecar::new("vllm", closed_port())
+        .workers(1)
+        .arg("--max-concurrent-jobs")
+        .arg("1")
+        .start();
+    let config =
+        serde_json::json!({ "hf_endpoint": format!("http://{}", silent.addr) }).to_string();
+    let first = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            "acme/held",
+            &temp_dir("cap-first"),
+            &config,
+            r#"{"async_download": true}"#,
+        ),
+    );
+    assert_eq!(first.status, 202, "{}", first.text());
+    for (path, body) in [
+        (
+            "/v1/download_model",
+            download_body("acme/refused", &temp_dir("cap-second"), &config, ""),
+        ),
+        (
+            "/v1/load_lora_adapter",
+            serde_json::json!({
+                "lora_name": "refused",
+                "source": "acme/adapter",
+                "output_dir": temp_dir("cap-lora"),
+                "config": config,
+            })
+            .to_string(),
+        ),
+        (
+            "/v1/unload_lora_adapter",
+            serde_json::json!({ "lora_name": "refused" }).to_string(),
+        ),
+    ] {
+        let refused = post_json(sidecar.addr, path, &body);
+        assert_eq!(refused.status, 429, "{path}: {}", refused.text());
+        assert!(refused.header("retry-after").is_some(), "{path}");
+        assert!(
+            refused.detail().contains("running"),
+            "{path}: {}",
+            refused.detail()
+        );
+    }
+    let listed = get(sidecar.addr, "/v1/downloads").json();
+    let jobs = listed["downloads"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{listed}");
+    assert_eq!(jobs[0]["state"], "running", "{listed}");
+}

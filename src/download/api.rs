@@ -12,6 +12,7 @@ use super::request::{DownloadRequest, ProcessEnvironment};
 use crate::access::Access;
 use crate::errors;
 use crate::http::{Request, Responder};
+use crate::offload::Busy;
 
 /// `POST /v1/download_model`.
 pub async fn download_model(
@@ -38,8 +39,12 @@ pub async fn download_model(
     let source = request.source_text.clone();
     let output_dir = request.output_dir.display().to_string();
     let async_download = request.async_download;
+    let permit = match jobs.offload.reserve() {
+        Ok(permit) => permit,
+        Err(busy) => return too_many(res, &busy).await,
+    };
     let job = jobs.register(request, Kind::Model);
-    let done = jobs.spawn(job.clone());
+    let done = jobs.spawn(job.clone(), permit);
     if async_download {
         let body = json!({
             "status": "started",
@@ -75,6 +80,14 @@ pub async fn download_model(
             .await
         }
     }
+}
+
+/// `429` with `Retry-After`: the cap on concurrent jobs is reached.
+pub async fn too_many(res: &mut Responder<'_>, busy: &Busy) -> io::Result<()> {
+    let body = json!({ "detail": busy.to_string() }).to_string();
+    let headers = [("content-type", "application/json"), ("retry-after", "5")];
+    res.send(StatusCode::TOO_MANY_REQUESTS, &headers, body.as_bytes())
+        .await
 }
 
 /// `GET /v1/downloads`.

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::fetch::Progress;
 use super::request::DownloadRequest;
 use super::{DownloadError, SOURCE_KINDS, execute};
+use crate::offload::{Offload, Permit};
 use crate::prom::expo;
 
 /// Finished jobs kept for the status API.
@@ -184,15 +185,37 @@ impl DownloadStats {
     }
 }
 
+/// Downloads and LoRA operations that run at once, at most, by default
+/// (`--max-concurrent-jobs`); beyond it a request is answered `429` with
+/// `Retry-After` (docs/openapi.yaml).
+pub const MAX_CONCURRENT_JOBS: usize = 16;
+
 /// Every job of this process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Jobs {
     list: Mutex<Vec<Arc<Job>>>,
     /// Download counters.
     pub stats: DownloadStats,
+    /// The threads jobs run on (downloads, LoRA loads and unloads).
+    pub offload: Offload,
+}
+
+impl Default for Jobs {
+    fn default() -> Jobs {
+        Jobs::new(MAX_CONCURRENT_JOBS)
+    }
 }
 
 impl Jobs {
+    /// No jobs yet; at most `cap` will run at once.
+    pub fn new(cap: usize) -> Jobs {
+        Jobs {
+            list: Mutex::default(),
+            stats: DownloadStats::default(),
+            offload: Offload::new("download and LoRA", cap),
+        }
+    }
+
     /// Registers a job; [`Jobs::run`] executes it.
     pub fn register(&self, request: DownloadRequest, kind: Kind) -> Arc<Job> {
         let job = Arc::new(Job {
@@ -267,24 +290,26 @@ impl Jobs {
         result
     }
 
-    /// Starts `job` on a thread of its own; the receiver gets the outcome.
-    pub fn spawn(self: &Arc<Self>, job: Arc<Job>) -> flume::Receiver<Result<(), DownloadError>> {
-        let (tx, rx) = flume::bounded(1);
+    /// Starts `job` on a thread of its own, in the place `permit`
+    /// reserved; the receiver gets the outcome.
+    pub fn spawn(
+        self: &Arc<Self>,
+        job: Arc<Job>,
+        permit: Permit,
+    ) -> flume::Receiver<Result<(), DownloadError>> {
         let jobs = self.clone();
         let name = format!("job-{}", &job.id[..8]);
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let _ = tx.send(jobs.run(&job, false));
-        });
-        if let Err(e) = spawned {
-            let (tx, rx) = flume::bounded(1);
-            let _ = tx.send(Err(DownloadError::local(
-                "cannot start a thread for",
-                "/",
-                e,
-            )));
-            return rx;
+        let failed = job.clone();
+        match permit.spawn(name, move || jobs.run(&job, false)) {
+            Ok(done) => done,
+            Err(e) => {
+                let error = DownloadError::local("cannot start a thread for", "/", e);
+                failed.finish(State::Failed(crate::errors::chain(&error)));
+                let (tx, rx) = flume::bounded(1);
+                let _ = tx.send(Err(error));
+                rx
+            }
         }
-        rx
     }
 
     /// A job by id.

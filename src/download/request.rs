@@ -3,10 +3,11 @@
 //! of the request merged over the environment's.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
+
+pub use crate::secret::Secret;
 
 /// Default parallel transfers per job.
 pub const DEFAULT_MAX_WORKERS: usize = 8;
@@ -105,28 +106,6 @@ fn bucket_and_prefix(rest: &str) -> Result<(String, String), String> {
     Ok((bucket.to_owned(), prefix.to_owned()))
 }
 
-/// A secret: shown as `***` whenever formatted.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 /// Source settings: the request's `config` over the environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -204,12 +183,12 @@ impl Settings {
         }
         let mut take = |key: &str| values.remove(key);
         Ok(Settings {
-            hf_token: take("hf_token").map(Secret),
+            hf_token: take("hf_token").map(Secret::new),
             hf_endpoint: take("hf_endpoint"),
             hf_revision: take("hf_revision"),
             access_key: take("access_key"),
-            secret_key: take("secret_key").map(Secret),
-            session_token: take("session_token").map(Secret),
+            secret_key: take("secret_key").map(Secret::new),
+            session_token: take("session_token").map(Secret::new),
             endpoint: take("endpoint"),
             region: take("region"),
         })

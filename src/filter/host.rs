@@ -9,7 +9,7 @@
 //! its name instead of hanging it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,8 +18,9 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
 use super::abi::{self, ABI_VERSION, CallError, Exports, HostState};
 use super::health::{Health, OnError, Reason, Recovery};
 use super::select::{FilterSet, Selector};
+use crate::offload::Offload;
 use crate::prom::expo;
-use crate::stats::MetricsSection;
+use crate::stats::{Histogram, MetricsSection};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -77,26 +78,30 @@ const DURATION_BUCKETS: [f64; 10] = [
 
 /// Counters of one filter; they outlive reloads (kept by the filter's
 /// name), so they only ever grow.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FilterStats {
     runs: AtomicU64,
     errors: [AtomicU64; Reason::ALL.len()],
     switched_off: AtomicU64,
-    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    nanos: AtomicU64,
+    duration: Histogram,
+}
+
+impl Default for FilterStats {
+    fn default() -> FilterStats {
+        FilterStats {
+            runs: AtomicU64::new(0),
+            errors: Default::default(),
+            switched_off: AtomicU64::new(0),
+            duration: Histogram::new(&DURATION_BUCKETS),
+        }
+    }
 }
 
 impl FilterStats {
     /// Records a call.
     pub fn run(&self, took: Duration) {
         self.runs.fetch_add(1, Relaxed);
-        let seconds = took.as_secs_f64();
-        let i = DURATION_BUCKETS
-            .iter()
-            .position(|&le| seconds <= le)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.nanos.fetch_add(took.as_nanos() as u64, Relaxed);
+        self.duration.observe(took);
     }
 
     /// Records a failure.
@@ -150,8 +155,8 @@ pub struct FilterHost {
     /// The limits.
     pub limits: FilterLimits,
     current: RwLock<Arc<FilterSet>>,
-    /// Set while a reload runs: one at a time, and no queue of them.
-    reloading: AtomicBool,
+    /// The reload's thread: one at a time, and no queue of them.
+    reloads: Offload,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
 }
@@ -188,7 +193,7 @@ impl FilterHost {
                 filters,
                 route_off: limits.on_error != OnError::Unfiltered,
             })),
-            reloading: AtomicBool::new(false),
+            reloads: Offload::new("filter reload", 1),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
         })
@@ -218,24 +223,13 @@ impl FilterHost {
     /// `None` while one does. The receiver gets the outcome (the names of
     /// the filters now running), which is logged either way.
     pub fn reload_in_background(self: &Arc<Self>) -> std::io::Result<Option<ReloadOutcome>> {
-        if self.reloading.swap(true, Relaxed) {
+        let Ok(permit) = self.reloads.reserve() else {
             return Ok(None);
-        }
-        /// Lets the next reload start, whatever happens to this one.
-        struct Done(Arc<FilterHost>);
-        impl Drop for Done {
-            fn drop(&mut self) {
-                self.0.reloading.store(false, Relaxed);
-            }
-        }
-        let done = Done(self.clone());
-        let (tx, rx) = flume::bounded(1);
-        std::thread::Builder::new()
-            .name("filter-reload".into())
-            .spawn(move || {
-                let _ = tx.send(done.0.reload());
-            })?;
-        Ok(Some(rx))
+        };
+        let host = self.clone();
+        permit
+            .spawn("filter-reload".into(), move || host.reload())
+            .map(Some)
     }
 
     /// The reload itself, blocking while it compiles.
@@ -512,16 +506,7 @@ impl MetricsSection for FilterHost {
         let name = "matrixinfer_runtime_filter_duration_seconds";
         expo::header(out, name, "histogram", "Time of one WASM filter call.");
         for f in filters {
-            let counts: Vec<u64> = f.stats.buckets.iter().map(|b| b.load(Relaxed)).collect();
-            let seconds = f.stats.nanos.load(Relaxed) as f64 / 1e9;
-            expo::histogram(
-                out,
-                name,
-                &[("filter", &f.name)],
-                &DURATION_BUCKETS,
-                &counts,
-                seconds,
-            );
+            f.stats.duration.render(out, name, &[("filter", &f.name)]);
         }
     }
 }

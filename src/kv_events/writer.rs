@@ -26,6 +26,7 @@ use super::{Event, KvStats, Queued, RedisError, Throttle, standard_hash};
 use crate::engine::Engine;
 use crate::kv_events::BlockHash;
 use crate::net::RetryPolicy;
+use crate::secret::Secret;
 use crate::shutdown::Shutdown;
 
 /// Seconds a block's mapping key lives.
@@ -42,7 +43,7 @@ const SCAN_COUNT: usize = 500;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where Redis is (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_PASSWORD`).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RedisTarget {
     /// Host name or address.
     pub host: String,
@@ -50,19 +51,8 @@ pub struct RedisTarget {
     pub port: u16,
     /// Database number.
     pub db: i64,
-    /// `AUTH` password, if any; never shown.
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTarget")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("db", &self.db)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    /// `AUTH` password, if any.
+    pub password: Option<Secret>,
 }
 
 /// The key layout of one Pod's part of the index.
@@ -145,7 +135,7 @@ impl Writer {
     ) -> RedisResult<Writer> {
         let mut settings = RedisConnectionInfo::default().set_db(target.db);
         if let Some(password) = &target.password {
-            settings = settings.set_password(password);
+            settings = settings.set_password(password.expose());
         }
         let info = ConnectionAddr::Tcp(target.host.clone(), target.port)
             .into_connection_info()?
@@ -430,7 +420,7 @@ mod tests {
             host: "redis".into(),
             port: 6379,
             db: 0,
-            password: Some("hunter2".into()),
+            password: Some(Secret::new("hunter2")),
         };
         let shown = format!("{target:?} {target}");
         assert!(!shown.contains("hunter2"), "{shown}");
