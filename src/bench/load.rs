@@ -13,8 +13,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::download::http::Url;
-use crate::http::chunked::ChunkedDecoder;
+use matrixinfer_runtime::download::http::Url;
+use matrixinfer_runtime::http::chunked::ChunkedDecoder;
 
 /// What a load phase measured.
 #[derive(Clone, Debug, Default)]
