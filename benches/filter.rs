@@ -21,7 +21,7 @@ use matrixinfer_runtime::filter::{
 };
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::standard::VLLM;
-use matrixinfer_runtime::sim::payload::{Flavor, Payload, PayloadSpec};
+use sim::payload::{Flavor, Payload, PayloadSpec};
 
 fn filters_dir() -> PathBuf {
     std::env::var("MATRIXINFER_FILTERS_DIR")

@@ -16,7 +16,7 @@ use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::line::{Line, classify};
 use matrixinfer_runtime::prom::scan::{LineScanner, Piece};
 use matrixinfer_runtime::prom::standard::{SGLANG, StandardName, VLLM};
-use matrixinfer_runtime::sim::payload::{Flavor, Payload, PayloadSpec};
+use sim::payload::{Flavor, Payload, PayloadSpec};
 
 fn payloads() -> Vec<(String, &'static [StandardName], Vec<u8>)> {
     let mut out = Vec::new();

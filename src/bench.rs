@@ -16,9 +16,10 @@
 //! generator shares the machine with them, as Prometheus would not, which
 //! makes the figures conservative.
 
-pub mod load;
-pub mod procstat;
-pub mod report;
+mod cli;
+mod load;
+mod procstat;
+mod report;
 
 use std::error::Error;
 use std::io::{BufRead, BufReader};
@@ -30,10 +31,10 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use crate::config::BenchArgs;
-use crate::net::{HttpClient, Url};
-use crate::runtime::DriverChoice;
+pub(crate) use cli::BenchArgs;
 use load::Target;
+use matrixinfer_runtime::net::{HttpClient, Url};
+use matrixinfer_runtime::runtime::DriverChoice;
 use report::{PathReport, Report};
 
 type BoxError = Box<dyn Error + Send + Sync>;

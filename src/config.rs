@@ -22,7 +22,9 @@ use crate::kv_events::{Index, KvEventsConfig, RedisTarget};
 use crate::runtime::DriverChoice;
 use crate::upstream::{EndpointError, EngineEndpoint};
 
-/// The command line.
+/// The command line: the sidecar's options, or a subcommand. The
+/// subcommands (`C`) are the binary's: `simulate`, `demo` and `bench` are
+/// not part of this library, and their arguments live beside them.
 #[derive(Debug, Parser)]
 #[command(
     name = "matrixinfer-runtime",
@@ -31,26 +33,13 @@ use crate::upstream::{EndpointError, EngineEndpoint};
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
-pub struct Cli {
+pub struct Cli<C: Subcommand> {
     /// A helper mode instead of the sidecar.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Option<C>,
     /// The sidecar's options.
     #[command(flatten)]
     pub serve: ServeArgs,
-}
-
-/// Helper modes.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve a simulated inference engine's /metrics and /health (for demos, tests, benchmarks).
-    Simulate(SimulateArgs),
-    /// Run a simulated vLLM and the sidecar in front of it: try `curl localhost:9000/metrics`.
-    Demo(DemoArgs),
-    /// Download a model without the server (for init containers); exits 0 only when all is verified.
-    Download(DownloadArgs),
-    /// Measure what the sidecar adds to a scrape: latency, throughput, CPU and memory, direct vs through it.
-    Bench(BenchArgs),
 }
 
 /// The sidecar's options.
@@ -217,160 +206,6 @@ fn parse_max_connections(text: &str) -> Result<usize, String> {
             "expected a whole number of connections, at least 1: {text:?}"
         )),
     }
-}
-
-/// Options of the simulated engine.
-#[derive(Debug, Args)]
-pub struct SimulateArgs {
-    /// Payload shape: vllm-v1, vllm-0.10, vllm-v0, sglang-0.5 or sglang-0.4.
-    #[arg(long, default_value = "vllm-v1")]
-    pub flavor: String,
-    /// Listen address.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Listen port.
-    #[arg(long, default_value_t = 8000)]
-    pub port: u16,
-    /// Approximate payload size: bytes, or with a k/m suffix.
-    #[arg(long, default_value = "114k", value_parser = parse_size)]
-    pub size: usize,
-    /// Render as prometheus_client's multiprocess mode (no _created, _sum lines first).
-    #[arg(long)]
-    pub multiprocess: bool,
-    /// Model name in the payload's labels.
-    #[arg(long, default_value = "meta-llama/Llama-3.1-8B-Instruct")]
-    pub model: String,
-    /// Seed of the simulated activity.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Gzip the body when the client accepts it (as SGLang does).
-    #[arg(long)]
-    pub gzip: bool,
-    /// Send the body with Transfer-Encoding: chunked instead of Content-Length.
-    #[arg(long)]
-    pub chunked: bool,
-    /// Serve this file's bytes as the payload instead of a generated one.
-    #[arg(long)]
-    pub payload_file: Option<PathBuf>,
-    /// Milliseconds to wait before answering /metrics.
-    #[arg(long, default_value_t = 0)]
-    pub delay_ms: u64,
-    /// Milliseconds to wait before answering a LoRA load or unload.
-    #[arg(long, default_value_t = 0)]
-    pub lora_delay_ms: u64,
-    /// Microseconds of CPU to spend rendering each /metrics answer, to model a real engine (prometheus_client takes ~3 ms for 114 KB).
-    #[arg(long, default_value_t = 0)]
-    pub render_cpu_us: u64,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1)]
-    pub workers: u16,
-    /// I/O driver.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub io_driver: DriverChoice,
-}
-
-/// Options of the `download` command.
-#[derive(Debug, Args)]
-pub struct DownloadArgs {
-    /// HuggingFace repo id (namespace/name), s3://bucket/prefix, obs://bucket/prefix or pvc://path.
-    #[arg(long)]
-    pub source: String,
-    /// Absolute directory to download into.
-    #[arg(long)]
-    pub output_dir: String,
-    /// Source settings as a JSON object: hf_token, hf_endpoint, hf_revision, access_key, secret_key, endpoint, region, session_token.
-    #[arg(long)]
-    pub config: Option<String>,
-    /// Parallel transfers (1 to 64).
-    #[arg(long, default_value_t = 8)]
-    pub max_workers: u32,
-}
-
-/// Options of the scrape-overhead harness.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Payload shape of the simulated engine (see `simulate --help`).
-    #[arg(long, default_value = "vllm-v1")]
-    pub flavor: String,
-    /// Payload size of the simulated engine: bytes, or with a k/m suffix.
-    #[arg(long, default_value = "114k", value_parser = parse_size)]
-    pub size: usize,
-    /// CPU the simulated engine spends per /metrics answer, in microseconds (a real engine's prometheus_client takes ~3000 for 114 KB; 0: as fast as it goes).
-    #[arg(long, default_value_t = 0)]
-    pub engine_cpu_us: u64,
-    /// Measure this engine's metrics URL instead of starting the simulated engine.
-    #[arg(long, value_name = "URL")]
-    pub engine_url: Option<String>,
-    /// Engine kind for the sidecar [default: sglang for sglang-* flavors, else vllm].
-    #[arg(long)]
-    pub engine: Option<String>,
-    /// Requests per second of the open-loop latency phase.
-    #[arg(long, default_value_t = 100.0, value_parser = parse_rate)]
-    pub rate: f64,
-    /// Connections, in both phases.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    pub connections: u16,
-    /// Seconds of the latency phase.
-    #[arg(long, default_value = "20", value_parser = parse_seconds)]
-    pub duration: Duration,
-    /// Seconds of load before each path is measured.
-    #[arg(long, default_value = "2", value_parser = parse_seconds)]
-    pub warmup: Duration,
-    /// Seconds of the closed-loop throughput phase; 0 skips it.
-    #[arg(long, default_value = "5", value_parser = parse_seconds_or_zero)]
-    pub throughput_duration: Duration,
-    /// I/O drivers to run the sidecar with, in turn.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "io-uring,epoll"
-    )]
-    pub drivers: Vec<DriverChoice>,
-    /// Sidecar worker threads [default: the sidecar's, one per core].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: Option<u16>,
-    /// Also measure through the sidecar with this WASM filter.
-    #[arg(long, value_name = "PATH")]
-    pub filter: Option<PathBuf>,
-    /// The filter's config string.
-    #[arg(long, value_name = "CONFIG")]
-    pub filter_config: Option<String>,
-    /// Also measure another sidecar in front of the same engine: its metrics URL.
-    #[arg(long, value_name = "URL")]
-    pub target_url: Option<String>,
-    /// That sidecar's process id, for its CPU time and memory.
-    #[arg(long, value_name = "PID")]
-    pub target_pid: Option<u32>,
-    /// Ask for gzip, as Prometheus does.
-    #[arg(long)]
-    pub gzip: bool,
-    /// A /v1/download_model body to start on each sidecar before measuring it (forced async).
-    #[arg(long, value_name = "JSON")]
-    pub during_download: Option<String>,
-    /// Also write the results as JSON to this file (- for standard output).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-}
-
-/// Options of the demo.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Port of the sidecar.
-    #[arg(long, default_value_t = 9000)]
-    pub port: u16,
-    /// Port of the simulated engine.
-    #[arg(long, default_value_t = 8000)]
-    pub engine_port: u16,
-    /// Payload shape of the simulated engine (see `simulate --help`).
-    #[arg(long, default_value = "vllm-v1")]
-    pub flavor: String,
-    /// A WASM filter for the sidecar (repeatable), as for the sidecar itself.
-    #[arg(long = "filter", value_name = "PATH")]
-    pub filters: Vec<PathBuf>,
-    /// The config string of a filter, by position.
-    #[arg(long = "filter-config", value_name = "CONFIG")]
-    pub filter_configs: Vec<String>,
 }
 
 /// The sidecar's resolved configuration.
@@ -662,16 +497,6 @@ pub fn parse_seconds_or_zero(value: &str) -> Result<Duration, String> {
     parse_seconds(value)
 }
 
-/// Parses a positive request rate.
-fn parse_rate(value: &str) -> Result<f64, String> {
-    match value.trim().parse::<f64>() {
-        Ok(rate) if rate > 0.0 && rate <= 1e6 => Ok(rate),
-        _ => Err(format!(
-            "{value:?} is not a rate between 0 and 1000000 per second"
-        )),
-    }
-}
-
 /// Parses a size: `1048576`, `114k`, `1m` (binary multiples).
 pub fn parse_size(value: &str) -> Result<usize, String> {
     let value = value.trim();
@@ -706,7 +531,11 @@ mod tests {
         assert!(allowed_roots(&[], None).is_empty());
     }
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    /// No subcommands: the binary's are tested beside them.
+    #[derive(Debug, Subcommand)]
+    enum NoCommand {}
+
+    fn parse(args: &[&str]) -> Result<Cli<NoCommand>, clap::Error> {
         Cli::try_parse_from(std::iter::once("matrixinfer-runtime").chain(args.iter().copied()))
     }
 
@@ -790,15 +619,6 @@ mod tests {
         assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--workers", "0"]).is_err());
         let cli = parse(&["-E", "vllm", "-I", "p", "-N", "m", "-B", "https://x"]).unwrap();
         assert_eq!(Config::from_args(cli.serve).unwrap_err().exit_code(), 2);
-    }
-
-    #[test]
-    fn subcommands_need_no_sidecar_flags() {
-        let cli = parse(&["simulate", "--flavor", "sglang-0.5", "--size", "1m"]).unwrap();
-        match cli.command {
-            Some(Command::Simulate(args)) => assert_eq!(args.size, 1024 * 1024),
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]

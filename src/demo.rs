@@ -5,16 +5,43 @@ use std::error::Error;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::config::{Config, DemoArgs, Listen, ServerArgs, SimulateArgs};
-use crate::engine::Engine;
-use crate::filter::FilterSpec;
-use crate::runtime::DriverChoice;
-use crate::shutdown::Shutdown;
-use crate::upstream::EngineEndpoint;
-use crate::{sidecar, sim};
+use std::path::PathBuf;
+
+use clap::Args;
+use matrixinfer_runtime::config::{Config, Listen, ServerArgs};
+use matrixinfer_runtime::engine::Engine;
+use matrixinfer_runtime::filter::FilterSpec;
+use matrixinfer_runtime::runtime::DriverChoice;
+use matrixinfer_runtime::shutdown::Shutdown;
+use matrixinfer_runtime::upstream::EngineEndpoint;
+use matrixinfer_runtime::{http, sidecar};
+use sim::SimulateArgs;
+
+/// Options of the demo.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Port of the sidecar.
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// Port of the simulated engine.
+    #[arg(long, default_value_t = 8000)]
+    pub engine_port: u16,
+    /// Payload shape of the simulated engine (see `simulate --help`).
+    #[arg(long, default_value = "vllm-v1")]
+    pub flavor: String,
+    /// A WASM filter for the sidecar (repeatable), as for the sidecar itself.
+    #[arg(long = "filter", value_name = "PATH")]
+    pub filters: Vec<PathBuf>,
+    /// The config string of a filter, by position.
+    #[arg(long = "filter-config", value_name = "CONFIG")]
+    pub filter_configs: Vec<String>,
+}
 
 /// Runs the demo until SIGTERM/SIGINT.
-pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error + Send + Sync>> {
+pub(crate) fn run(
+    args: DemoArgs,
+    shutdown: Arc<Shutdown>,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
     let simulate = SimulateArgs {
         flavor: args.flavor.clone(),
         host: "127.0.0.1".into(),
@@ -30,9 +57,9 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         lora_delay_ms: 0,
         render_cpu_us: 0,
         workers: 1,
-        io_driver: DriverChoice::Auto,
+        io_driver: sim::DriverChoice::Auto,
     };
-    let engine = sim::start(&simulate, shutdown.clone())?;
+    let engine = sim::start(&simulate)?;
     let kind = match engine.flavor {
         Some(flavor) if flavor.is_sglang() => Engine::Sglang,
         _ => Engine::Vllm,
@@ -45,7 +72,7 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         max_header_bytes: 16 * 1024,
         max_body_bytes: 1024 * 1024,
         shutdown_grace: std::time::Duration::from_secs(5),
-        max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+        max_connections: http::DEFAULT_MAX_CONNECTIONS,
     };
     let config = Config {
         engine: kind,
@@ -88,6 +115,8 @@ pub fn run(args: DemoArgs, shutdown: Arc<Shutdown>) -> Result<(), Box<dyn Error 
         sidecar.addr.port()
     );
     sidecar.join();
+    // The sidecar has drained: the engine behind it may go.
+    engine.stop();
     engine.join();
     Ok(())
 }

@@ -37,16 +37,16 @@
 //!   go; [`sidecar`]: the process, start to drain;
 //! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
 //! - [`lora`]: LoRA adapters downloaded, loaded into the engine, unloaded;
-//! - [`kv_events`]: the engine's KV-cache events kept as an index in Redis;
-//! - [`sim`]: a simulated engine for demos, tests and benchmarks;
-//! - [`bench`]: the scrape-overhead harness (`matrixinfer-runtime bench`).
+//! - [`kv_events`]: the engine's KV-cache events kept as an index in Redis.
+//!
+//! Not in the library: the simulated engine is the `sim` crate
+//! (`crates/sim`), and the binary's `demo` and `bench` commands are
+//! modules of the binary (`src/demo.rs`, `src/bench.rs`).
 #![deny(unsafe_code)]
 
 pub mod access;
 pub mod app;
-pub mod bench;
 pub mod config;
-pub mod demo;
 pub mod download;
 pub mod engine;
 pub mod errors;
@@ -64,6 +64,5 @@ pub mod runtime;
 pub mod secret;
 pub mod shutdown;
 pub mod sidecar;
-pub mod sim;
 pub mod stats;
 pub mod upstream;

@@ -1,13 +1,37 @@
 //! `matrixinfer-runtime`: parse the command line, start, wait for a
-//! signal, drain. Everything else is in the library.
+//! signal, drain. The sidecar is in the library; the helper commands that
+//! do not ship in it are modules of this binary: `bench` (the
+//! scrape-overhead harness) and `demo`, and `simulate` comes from the
+//! `sim` crate (the simulated engine).
 
+mod bench;
+mod demo;
+
+use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
-use matrixinfer_runtime::config::{Cli, Command, Config};
+use clap::{Parser, Subcommand};
+use matrixinfer_runtime::config::Config;
+use matrixinfer_runtime::download::{self, cli::DownloadArgs};
 use matrixinfer_runtime::shutdown::{self, Shutdown};
-use matrixinfer_runtime::{bench, demo, download, errors, sidecar, sim};
+use matrixinfer_runtime::{errors, sidecar};
+
+/// The command line: the sidecar's options, or one of [`Command`].
+type Cli = matrixinfer_runtime::config::Cli<Command>;
+
+/// Helper modes.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a simulated inference engine's /metrics and /health (for demos, tests, benchmarks).
+    Simulate(sim::SimulateArgs),
+    /// Run a simulated vLLM and the sidecar in front of it: try `curl localhost:9000/metrics`.
+    Demo(demo::DemoArgs),
+    /// Download a model without the server (for init containers); exits 0 only when all is verified.
+    Download(DownloadArgs),
+    /// Measure what the sidecar adds to a scrape: latency, throughput, CPU and memory, direct vs through it.
+    Bench(bench::BenchArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,7 +49,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(e.exit_code());
             }
         },
-        Some(Command::Simulate(args)) => sim::run(args, shutdown),
+        Some(Command::Simulate(args)) => simulate(&args, &shutdown),
         Some(Command::Demo(args)) => demo::run(args, shutdown),
         Some(Command::Download(args)) => download::cli::run(args),
         Some(Command::Bench(args)) => bench::run(args),
@@ -37,6 +61,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the simulated engine until SIGTERM/SIGINT.
+fn simulate(
+    args: &sim::SimulateArgs,
+    shutdown: &Shutdown,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let engine = sim::start(args)?;
+    shutdown.wait_blocking();
+    engine.stop();
+    engine.join();
+    Ok(())
 }
 
 fn init_logging() {
@@ -53,4 +89,22 @@ fn init_logging() {
         .with_ansi(ansi)
         .with_target(false)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("matrixinfer-runtime").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn subcommands_need_no_sidecar_flags() {
+        let cli = parse(&["simulate", "--flavor", "sglang-0.5", "--size", "1m"]).unwrap();
+        match cli.command {
+            Some(Command::Simulate(args)) => assert_eq!(args.size, 1024 * 1024),
+            other => panic!("{other:?}"),
+        }
+    }
 }

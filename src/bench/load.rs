@@ -13,8 +13,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::http::chunked::ChunkedDecoder;
-use crate::net::Url;
+use matrixinfer_runtime::http::chunked::ChunkedDecoder;
+use matrixinfer_runtime::net::Url;
 
 /// What a load phase measured.
 #[derive(Clone, Debug, Default)]

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::BenchArgs;
 use super::load::Sample;
-use crate::config::BenchArgs;
-use crate::runtime::DriverChoice;
+use matrixinfer_runtime::runtime::{self, DriverChoice};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -161,7 +161,7 @@ impl Report {
             .unwrap_or_else(|_| "unknown".into());
         Report {
             machine: Machine {
-                cores: crate::runtime::available_cores(),
+                cores: runtime::available_cores(),
                 cpu,
                 kernel,
             },

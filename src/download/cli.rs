@@ -6,12 +6,29 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
+use clap::Args;
 use serde_json::{Map, Value, json};
 
 use super::jobs::{Jobs, Kind, State};
 use super::request::{DownloadRequest, ProcessEnvironment};
-use crate::config::DownloadArgs;
 use crate::errors;
+
+/// Options of the `download` command.
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// HuggingFace repo id (namespace/name), s3://bucket/prefix, obs://bucket/prefix or pvc://path.
+    #[arg(long)]
+    pub source: String,
+    /// Absolute directory to download into.
+    #[arg(long)]
+    pub output_dir: String,
+    /// Source settings as a JSON object: hf_token, hf_endpoint, hf_revision, access_key, secret_key, endpoint, region, session_token.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Parallel transfers (1 to 64).
+    #[arg(long, default_value_t = 8)]
+    pub max_workers: u32,
+}
 
 /// Runs the download; the error is the reason it failed.
 pub fn run(args: DownloadArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
