@@ -5,20 +5,34 @@
 //!
 //! clap does the reading: a missing required flag or a malformed value
 //! exits 2 with a usage message. [`Config::from_args`] then checks what
-//! clap cannot (the engine name, the engine URL) and resolves addresses.
+//! clap cannot (the engine name, the engine URL); it resolves nothing:
+//! names are looked up when the sidecar starts.
+//!
+//! - [`server`]: the listening server's options, shared by every mode;
+//! - [`listen`]: the listen address, resolved at bind time;
+//! - [`kv`]: the KV event bridge's settings over the engine's variables;
+//! - [`parse`]: durations, sizes and paths as the flags spell them.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+mod kv;
+mod listen;
+mod parse;
+mod server;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use listen::{Listen, resolve_listen};
+use parse::normalize_path;
+pub use parse::{parse_seconds, parse_seconds_or_zero, parse_size};
+pub use server::ServerArgs;
+
 use crate::access::{Access, Secret};
 use crate::engine::{Engine, UnsupportedEngine};
 use crate::filter::{FilterLimits, FilterSpec, OnError, Recovery};
-use crate::http::{ConnectionLimit, DEFAULT_MAX_CONNECTIONS, Limits, ServerConfig};
-use crate::kv_events::{Index, KvEventsConfig, RedisTarget};
+use crate::http::ServerConfig;
+use crate::kv_events::KvEventsConfig;
 use crate::runtime::DriverChoice;
 use crate::upstream::{EndpointError, EngineEndpoint};
 
@@ -141,73 +155,6 @@ pub struct ServeArgs {
     #[allow(missing_docs, reason = "documented on the type")]
     pub server: ServerArgs,
 }
-
-/// Options of the listening server, shared by every mode.
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    /// Worker threads, each with its own runtime and listener [default: one per core].
-    #[arg(long, env = "MATRIXINFER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub workers: Option<u16>,
-    /// I/O driver: io_uring where the kernel allows it, else epoll.
-    #[arg(
-        long,
-        env = "MATRIXINFER_IO_DRIVER",
-        value_enum,
-        default_value = "auto"
-    )]
-    pub io_driver: DriverChoice,
-    /// Seconds a keep-alive connection may wait for its next request.
-    #[arg(long, env = "MATRIXINFER_IDLE_TIMEOUT", default_value = "120", value_parser = parse_seconds)]
-    pub idle_timeout: Duration,
-    /// Seconds a request may take to arrive once started (slow clients get 408).
-    #[arg(long, env = "MATRIXINFER_READ_TIMEOUT", default_value = "15", value_parser = parse_seconds)]
-    pub read_timeout: Duration,
-    /// Largest request line plus headers, in bytes (431 beyond).
-    #[arg(long, env = "MATRIXINFER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
-    pub max_header_bytes: usize,
-    /// Largest request body, in bytes (413 beyond).
-    #[arg(long, env = "MATRIXINFER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
-    pub max_body_bytes: usize,
-    /// Seconds in-flight requests get to finish after SIGTERM.
-    #[arg(long, env = "MATRIXINFER_SHUTDOWN_GRACE", default_value = "20", value_parser = parse_seconds)]
-    pub shutdown_grace: Duration,
-    /// Client connections kept open at once, across workers; more are answered 503 and closed.
-    #[arg(long, env = "MATRIXINFER_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = parse_max_connections)]
-    pub max_connections: usize,
-}
-
-impl ServerArgs {
-    /// The connection settings these options describe.
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
-            limits: Limits {
-                max_head: self.max_header_bytes,
-                max_body: self.max_body_bytes,
-            },
-            idle_timeout: self.idle_timeout,
-            read_timeout: self.read_timeout,
-            write_timeout: self.read_timeout.max(Duration::from_secs(30)),
-            shutdown_grace: self.shutdown_grace,
-            connections: Arc::new(ConnectionLimit::new(self.max_connections)),
-        }
-    }
-
-    /// Worker threads to run.
-    pub fn worker_count(&self) -> usize {
-        self.workers
-            .map_or_else(crate::runtime::available_cores, usize::from)
-    }
-}
-
-fn parse_max_connections(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!(
-            "expected a whole number of connections, at least 1: {text:?}"
-        )),
-    }
-}
-
 /// The sidecar's resolved configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -308,7 +255,7 @@ impl Config {
         let pod = required(args.pod.clone(), "--pod")?;
         let model = required(args.model.clone(), "--model")?;
         let kv_events =
-            kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok());
+            kv::kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok());
         let roots = allowed_roots(
             &args.allowed_roots,
             std::env::var_os("MATRIXINFER_ALLOWED_ROOTS"),
@@ -352,50 +299,6 @@ fn allowed_roots(flags: &[PathBuf], env: Option<std::ffi::OsString>) -> Vec<Path
     })
     .unwrap_or_default()
 }
-
-/// The bridge's settings: flags, then the variables the Python sidecar
-/// reads (per engine), then its defaults. `env` reads the environment.
-fn kv_events_config(
-    args: &ServeArgs,
-    engine: Engine,
-    pod: &str,
-    model: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Option<KvEventsConfig> {
-    if args.no_kv_events {
-        return None;
-    }
-    let names = engine.kv_events_env();
-    let endpoint = args
-        .kv_events_endpoint
-        .clone()
-        .or_else(|| env(names.endpoint).filter(|v| !v.trim().is_empty()))
-        .unwrap_or_else(|| "tcp://localhost:5557".to_owned());
-    let topic = args
-        .kv_events_topic
-        .clone()
-        .or_else(|| env(names.topic))
-        .unwrap_or_else(|| names.default_topic.to_owned());
-    Some(KvEventsConfig {
-        endpoint: endpoint.trim().to_owned(),
-        topic,
-        redis: RedisTarget {
-            host: args.redis_host.clone(),
-            port: args.redis_port,
-            db: args.redis_db,
-            password: env("REDIS_PASSWORD")
-                .filter(|p| !p.is_empty())
-                .map(Secret::new),
-        },
-        index: Index {
-            engine,
-            pod: pod.to_owned(),
-            model: model.to_owned(),
-        },
-        buffer: args.kv_events_buffer as usize,
-    })
-}
-
 /// The filters of `--filter`/`--filter-config`, or of `MATRIXINFER_FILTERS`.
 fn filter_specs(args: &ServeArgs) -> Result<Vec<FilterSpec>, ConfigError> {
     let invalid = |option, reason: String| ConfigError::Invalid { option, reason };
@@ -422,301 +325,11 @@ fn filter_specs(args: &ServeArgs) -> Result<Vec<FilterSpec>, ConfigError> {
             .collect());
     }
     match &args.filters_json {
-        Some(json) if !json.trim().is_empty() => {
-            crate::filter::specs_from_json(json).map_err(|e| invalid("MATRIXINFER_FILTERS", e))
-        }
+        Some(json) if !json.trim().is_empty() => crate::filter::specs_from_json(json)
+            .map_err(|e| invalid("MATRIXINFER_FILTERS", crate::errors::chain(&e))),
         _ => Ok(Vec::new()),
     }
 }
 
-/// A listen host and port, as given: names are resolved when the sidecar
-/// binds, not while arguments are parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Listen {
-    /// Host name or address (IPv6 with or without brackets).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-impl Listen {
-    /// The address to bind.
-    pub fn resolve(&self) -> Result<SocketAddr, ConfigError> {
-        resolve_listen(&self.host, self.port)
-    }
-}
-
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Resolves a listen host and port.
-pub fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (host, port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ConfigError::Invalid {
-            option: "--host",
-            reason: format!("cannot resolve {host:?}"),
-        })
-}
-
-fn normalize_path(path: &str) -> String {
-    if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    }
-}
-
-/// Parses a positive number of seconds (fractions allowed).
-pub fn parse_seconds(value: &str) -> Result<Duration, String> {
-    let seconds: f64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{value:?} is not a number of seconds"))?;
-    if !(seconds > 0.0 && seconds.is_finite() && seconds <= 86_400.0 * 365.0) {
-        return Err(format!("{value:?} must be a positive number of seconds"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// Parses a number of seconds that may be zero.
-pub fn parse_seconds_or_zero(value: &str) -> Result<Duration, String> {
-    if value.trim().parse::<f64>() == Ok(0.0) {
-        return Ok(Duration::ZERO);
-    }
-    parse_seconds(value)
-}
-
-/// Parses a size: `1048576`, `114k`, `1m` (binary multiples).
-pub fn parse_size(value: &str) -> Result<usize, String> {
-    let value = value.trim();
-    let lower = value.to_ascii_lowercase();
-    let (digits, multiplier) = match lower.strip_suffix(['k', 'm']) {
-        Some(digits) if lower.ends_with('k') => (digits, 1024),
-        Some(digits) => (digits, 1024 * 1024),
-        None => (lower.as_str(), 1),
-    };
-    let n: usize = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("{value:?} is not a size"))?;
-    n.checked_mul(multiplier)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("{value:?} is out of range"))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allowed_roots_from_flags_else_the_variable() {
-        let flags = [PathBuf::from("/models")];
-        assert_eq!(allowed_roots(&flags, Some("/a:/b".into())), flags);
-        assert_eq!(
-            allowed_roots(&[], Some("/a::/b:".into())),
-            [PathBuf::from("/a"), PathBuf::from("/b")]
-        );
-        assert!(allowed_roots(&[], Some("".into())).is_empty());
-        assert!(allowed_roots(&[], None).is_empty());
-    }
-
-    /// No subcommands: the binary's are tested beside them.
-    #[derive(Debug, Subcommand)]
-    enum NoCommand {}
-
-    fn parse(args: &[&str]) -> Result<Cli<NoCommand>, clap::Error> {
-        Cli::try_parse_from(std::iter::once("matrixinfer-runtime").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn defaults() {
-        let cli = parse(&["-E", "vllm", "-I", "pod.ns", "-N", "llama"]).unwrap();
-        assert!(cli.command.is_none());
-        let config = Config::from_args(cli.serve).unwrap();
-        assert_eq!(config.engine, Engine::Vllm);
-        assert_eq!(
-            config.listen.resolve().unwrap(),
-            "0.0.0.0:9000".parse().unwrap()
-        );
-        assert_eq!(config.endpoint.base_url, "http://localhost:8000");
-        assert_eq!(config.metrics_path, "/metrics");
-        assert_eq!(config.request_timeout, Duration::from_secs(30));
-        assert_eq!(
-            (config.pod.as_str(), config.model.as_str()),
-            ("pod.ns", "llama")
-        );
-    }
-
-    #[test]
-    fn long_flags() {
-        let cli = parse(&[
-            "--engine",
-            "SGLang",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "9100",
-            "--engine-base-url",
-            "http://127.0.0.1:30000",
-            "--engine-metrics-path",
-            "stats",
-            "--pod",
-            "p",
-            "--model",
-            "m",
-            "--request-timeout",
-            "2.5",
-            "--workers",
-            "3",
-            "--io-driver",
-            "epoll",
-        ])
-        .unwrap();
-        let config = Config::from_args(cli.serve).unwrap();
-        assert_eq!(config.engine, Engine::Sglang);
-        assert_eq!(
-            config.listen.resolve().unwrap(),
-            "127.0.0.1:9100".parse().unwrap()
-        );
-        assert_eq!(config.metrics_path, "/stats");
-        assert_eq!(config.request_timeout, Duration::from_millis(2500));
-        assert_eq!(config.workers, 3);
-        assert_eq!(config.io_driver, DriverChoice::Epoll);
-    }
-
-    #[test]
-    fn missing_required_flags_are_usage_errors() {
-        let err = parse(&["-E", "vllm", "-I", "p"]).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("--model"), "{err}");
-    }
-
-    #[test]
-    fn unsupported_engine_exits_one() {
-        let cli = parse(&["-E", "tgi", "-I", "p", "-N", "m"]).unwrap();
-        let err = Config::from_args(cli.serve).unwrap_err();
-        assert_eq!(err.exit_code(), 1);
-        assert_eq!(
-            err.to_string(),
-            "Unsupported engine: tgi. Supported engine: vllm, sglang"
-        );
-    }
-
-    #[test]
-    fn bad_values() {
-        assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--request-timeout", "0"]).is_err());
-        assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--workers", "0"]).is_err());
-        let cli = parse(&["-E", "vllm", "-I", "p", "-N", "m", "-B", "https://x"]).unwrap();
-        assert_eq!(Config::from_args(cli.serve).unwrap_err().exit_code(), 2);
-    }
-
-    #[test]
-    fn kv_events_settings() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let args = |extra: &[&str]| {
-            let mut all = vec!["-E", "vllm", "-I", "p", "-N", "m"];
-            all.extend_from_slice(extra);
-            parse(&all).unwrap().serve
-        };
-        let resolve =
-            |serve: &ServeArgs, engine, vars| kv_events_config(serve, engine, "p", "m", env(vars));
-
-        let vllm = resolve(&args(&[]), Engine::Vllm, &[]).unwrap();
-        assert_eq!(vllm.endpoint, "tcp://localhost:5557");
-        assert_eq!(vllm.topic, "kv-events");
-        assert_eq!(
-            (vllm.redis.host.as_str(), vllm.redis.port, vllm.redis.db),
-            ("redis-server", 6379, 0)
-        );
-        assert_eq!(vllm.redis.password, None);
-        let sglang = resolve(&args(&[]), Engine::Sglang, &[]).unwrap();
-        assert_eq!(sglang.topic, "");
-
-        let vars: &[(&str, &str)] = &[
-            ("VLLM_ZMQ_ENDPOINT", "tcp://engine:6000"),
-            ("VLLM_ZMQ_TOPIC_FILTER", ""),
-            ("SGLANG_ZMQ_ENDPOINT", "tcp://sglang:7000"),
-            ("SGLANG_ZMQ_TOPIC_FILTER", "sg"),
-            ("REDIS_PASSWORD", "secret"),
-        ];
-        let vllm = resolve(&args(&[]), Engine::Vllm, vars).unwrap();
-        assert_eq!(
-            (vllm.endpoint.as_str(), vllm.topic.as_str()),
-            ("tcp://engine:6000", "")
-        );
-        assert_eq!(
-            vllm.redis.password.as_ref().map(Secret::expose),
-            Some("secret")
-        );
-        let sglang = resolve(&args(&[]), Engine::Sglang, vars).unwrap();
-        assert_eq!(
-            (sglang.endpoint.as_str(), sglang.topic.as_str()),
-            ("tcp://sglang:7000", "sg")
-        );
-
-        // Flags beat the environment.
-        let flags = args(&[
-            "--kv-events-endpoint",
-            "ipc:///tmp/kv",
-            "--kv-events-topic",
-            "t",
-            "--redis-host",
-            "10.0.0.1",
-            "--redis-port",
-            "6380",
-            "--redis-db",
-            "2",
-            "--kv-events-buffer",
-            "8",
-        ]);
-        let flagged = resolve(&flags, Engine::Vllm, vars).unwrap();
-        assert_eq!(
-            (flagged.endpoint.as_str(), flagged.topic.as_str()),
-            ("ipc:///tmp/kv", "t")
-        );
-        assert_eq!(
-            (
-                flagged.redis.host.as_str(),
-                flagged.redis.port,
-                flagged.redis.db
-            ),
-            ("10.0.0.1", 6380, 2)
-        );
-        assert_eq!(flagged.buffer, 8);
-
-        assert!(resolve(&args(&["--no-kv-events"]), Engine::Vllm, vars).is_none());
-        assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--redis-db", "-1"]).is_err());
-    }
-
-    #[test]
-    fn values() {
-        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
-        for bad in ["0", "-1", "x", "inf", "NaN", ""] {
-            assert!(parse_seconds(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_size("114k"), Ok(114 * 1024));
-        assert_eq!(parse_size("1M"), Ok(1024 * 1024));
-        assert_eq!(parse_size("5000"), Ok(5000));
-        for bad in ["0", "k", "1g", "-1k"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;

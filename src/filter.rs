@@ -27,12 +27,28 @@ pub use host::{FilterHost, FilterLimits, FilterSpec, LoadError};
 pub use routes::{Routed, Routes};
 pub use select::FilterSet;
 
+/// Why `MATRIXINFER_FILTERS` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecsError {
+    /// Not JSON.
+    #[error("not JSON")]
+    Json(#[source] serde_json::Error),
+    /// Not an array.
+    #[error("not a JSON array")]
+    NotArray,
+    /// An object entry without a path.
+    #[error("an entry has no \"path\"")]
+    NoPath,
+    /// Neither a path nor an object.
+    #[error("entries must be paths or {{\"path\", \"config\"}} objects")]
+    Entry,
+}
+
 /// Reads filter specs from `MATRIXINFER_FILTERS`: a JSON array of
 /// `{"path": "...", "config": "..."}` objects (or of bare paths).
-pub fn specs_from_json(text: &str) -> Result<Vec<FilterSpec>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let items = value.as_array().ok_or("not a JSON array")?;
+pub fn specs_from_json(text: &str) -> Result<Vec<FilterSpec>, SpecsError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(SpecsError::Json)?;
+    let items = value.as_array().ok_or(SpecsError::NotArray)?;
     items
         .iter()
         .map(|item| match item {
@@ -44,7 +60,7 @@ pub fn specs_from_json(text: &str) -> Result<Vec<FilterSpec>, String> {
                 let path = fields
                     .get("path")
                     .and_then(|p| p.as_str())
-                    .ok_or("an entry has no \"path\"")?;
+                    .ok_or(SpecsError::NoPath)?;
                 let config = match fields.get("config") {
                     None | Some(serde_json::Value::Null) => String::new(),
                     Some(serde_json::Value::String(s)) => s.clone(),
@@ -55,7 +71,7 @@ pub fn specs_from_json(text: &str) -> Result<Vec<FilterSpec>, String> {
                     config,
                 })
             }
-            _ => Err("entries must be paths or {\"path\", \"config\"} objects".into()),
+            _ => Err(SpecsError::Entry),
         })
         .collect()
 }

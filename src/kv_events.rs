@@ -62,10 +62,36 @@ pub struct KvEvents {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Why the bridge could not start; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Redis target is unusable.
+    #[error("Redis target {target}")]
+    Redis {
+        /// The target, without its password.
+        target: String,
+        /// Why.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The engine's ZMQ endpoint is not one.
+    #[error("KV events endpoint {endpoint:?}")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// What the parser said.
+        #[source]
+        source: subscriber::EndpointError,
+    },
+    /// A thread did not start.
+    #[error("cannot start the {0} thread")]
+    Thread(&'static str, #[source] io::Error),
+}
+
 impl KvEvents {
     /// Starts the subscriber and the writer; both stop on `shutdown`, the
     /// writer once what is queued is written (or Redis proves away).
-    pub fn start(config: KvEventsConfig, shutdown: Arc<Shutdown>) -> io::Result<KvEvents> {
+    pub fn start(config: KvEventsConfig, shutdown: Arc<Shutdown>) -> Result<KvEvents, StartError> {
         let stats = Arc::new(KvStats::default());
         let (tx, rx) = mpsc::sync_channel(config.buffer.max(1));
         let queue = Queue {
@@ -79,15 +105,23 @@ impl KvEvents {
             "KV events: subscribing; Redis is contacted when the first events arrive"
         );
         let writer = Writer::new(&config.redis, config.index, stats.clone(), shutdown.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("Redis: {e}")))?;
+            .map_err(|source| StartError::Redis {
+                target: config.redis.to_string(),
+                source,
+            })?;
+        let subscriber = subscriber::Subscriber::new(&config.endpoint, &config.topic, queue)
+            .map_err(|source| StartError::Endpoint {
+                endpoint: config.endpoint.clone(),
+                source,
+            })?;
         let writer = std::thread::Builder::new()
             .name("kv-writer".into())
-            .spawn(move || writer.run(rx))?;
-        let subscriber = subscriber::Subscriber::new(&config.endpoint, &config.topic, queue)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StartError::Thread("KV writer", e))?;
         let subscriber = std::thread::Builder::new()
             .name("kv-subscriber".into())
-            .spawn(move || subscriber.run(shutdown))?;
+            .spawn(move || subscriber.run(shutdown))
+            .map_err(|e| StartError::Thread("KV subscriber", e))?;
         Ok(KvEvents {
             stats,
             threads: vec![subscriber, writer],

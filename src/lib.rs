@@ -11,10 +11,12 @@
 //! 2. [`prom::scan`]: the [`prom::scan::LineScanner`] cuts the chunks into
 //!    lines (memchr), carrying only an unfinished line between chunks;
 //! 3. [`prom::relabel`]: the [`prom::Relabeler`] writes every line through
-//!    byte for byte and collects one standardized copy of each family the
-//!    table in [`prom::standard`] names;
-//! 4. [`filter`]: WASM filters get the families they select, once per
-//!    scrape, and their output replaces them;
+//!    byte for byte, into a [`prom::FamilySink`], and collects one
+//!    standardized copy of each family the table in [`prom::standard`]
+//!    names;
+//! 4. [`filter`]: the sink is the filter stage's [`filter::Routes`]: WASM
+//!    filters get the families they select, once per scrape, and their
+//!    output replaces them;
 //! 5. [`http::response`]: the answer streams out chunked, gzipped when the
 //!    client asked, followed by the standard families and the sidecar's
 //!    own metrics ([`stats`]).
@@ -35,6 +37,10 @@
 //! - [`http`]: the HTTP/1.1 server and the codecs the client shares;
 //! - [`app`]: the routes; [`access`]: the API token and where writes may
 //!   go; [`sidecar`]: the process, start to drain;
+//! - [`net`]: every outbound call's URL, HTTP/1.1 codec, blocking client,
+//!   retry policy, TLS trust and route;
+//! - [`offload`]: work off the workers, capped; [`secret`]: the one
+//!   secret type; [`errors`]: cause chains for people;
 //! - [`download`]: model downloads from HuggingFace, S3, OBS and PVCs;
 //! - [`lora`]: LoRA adapters downloaded, loaded into the engine, unloaded;
 //! - [`kv_events`]: the engine's KV-cache events kept as an index in Redis.

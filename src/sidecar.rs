@@ -6,12 +6,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::download::jobs::Jobs;
-use crate::filter::{FilterChain, FilterHost};
+use crate::filter::{FilterChain, FilterHost, LoadError};
 use crate::http::server;
 use crate::kv_events::KvEvents;
 use crate::lora::Lora;
+use crate::net::UrlError;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
 use crate::shutdown::Shutdown;
 use crate::stats::{MetricsSection, Stats};
@@ -37,17 +38,51 @@ impl Running {
     }
 }
 
+/// Why the sidecar could not start; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A filter did not load.
+    #[error("cannot load the WASM filters")]
+    Filters(#[source] LoadError),
+    /// The listen address does not resolve.
+    #[error("cannot resolve the listen address")]
+    Resolve(#[source] ConfigError),
+    /// The port cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The engine URL is unusable for LoRA calls.
+    #[error("invalid engine URL for LoRA calls")]
+    EngineUrl(#[source] UrlError),
+    /// The KV event bridge did not start.
+    #[error("cannot start the KV event bridge")]
+    KvEvents(#[source] crate::kv_events::StartError),
+    /// A thread (workers, helpers) did not start.
+    #[error("cannot start the {what} threads")]
+    Threads {
+        /// Which.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Binds, starts the workers and returns; the workers stop when
 /// `shutdown` is triggered.
-pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running> {
+pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartError> {
     let guard = shutdown.clone();
     let _starting = guard.starting();
     runtime::raise_open_files_limit(config.server.connections.max());
     // Filters load before the port opens: until they have, nothing could
     // answer on it.
     let filters = Arc::new(
-        FilterHost::load(&config.filters, config.filter_limits)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        FilterHost::load(&config.filters, config.filter_limits).map_err(StartError::Filters)?,
     );
     {
         let filters = filters.clone();
@@ -65,10 +100,7 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
         });
     }
     // Names resolve here, at start, never while arguments are parsed.
-    let listen = config
-        .listen
-        .resolve()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let listen = config.listen.resolve().map_err(StartError::Resolve)?;
     if let Err(e) = config.endpoint.resolve() {
         tracing::warn!(
             url = %config.endpoint.base_url,
@@ -76,9 +108,16 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
             "the engine host does not resolve yet; every connection attempt will try again"
         );
     }
-    let listeners = runtime::bind(listen, config.workers)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
-    let addr = listeners[0].local_addr()?;
+    let listeners = runtime::bind(listen, config.workers).map_err(|source| StartError::Listen {
+        addr: listen,
+        source,
+    })?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
     let jobs = Arc::new(Jobs::new(config.max_concurrent_jobs));
     {
         // Running downloads stop with the process; what they fetched is
@@ -89,6 +128,10 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
             .spawn(move || {
                 shutdown.wait_blocking();
                 jobs.cancel_all();
+            })
+            .map_err(|source| StartError::Threads {
+                what: "shutdown",
+                source,
             })?;
     }
     let lora = Lora::new(
@@ -97,7 +140,7 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
         config.request_timeout,
         jobs.clone(),
     )
-    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("engine URL: {e}")))?
+    .map_err(StartError::EngineUrl)?
     .with_retry_window(config.engine_retry_window);
     let lora = Arc::new(lora);
     let mut sections: Vec<Arc<dyn MetricsSection>> = vec![
@@ -108,7 +151,7 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
     ];
     let kv_events = match config.kv_events.clone() {
         Some(kv) => {
-            let bridge = KvEvents::start(kv, shutdown.clone())?;
+            let bridge = KvEvents::start(kv, shutdown.clone()).map_err(StartError::KvEvents)?;
             sections.push(bridge.stats());
             Some(bridge)
         }
@@ -142,6 +185,10 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
             Rc::new(server_config.clone()),
             shutdown.clone(),
         )
+    })
+    .map_err(|source| StartError::Threads {
+        what: "worker",
+        source,
     })?;
     stats.set_drivers(workers.drivers().to_vec());
     report_drivers(config.io_driver, workers.drivers());
@@ -159,7 +206,7 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> io::Result<Running>
 }
 
 /// Runs until shutdown.
-pub fn run(config: Config, shutdown: Arc<Shutdown>) -> io::Result<()> {
+pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), StartError> {
     start(config, shutdown)?.join();
     tracing::info!("stopped");
     Ok(())

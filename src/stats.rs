@@ -11,20 +11,11 @@ use std::time::Duration;
 
 use crate::prom::expo;
 use crate::runtime::IoDriver;
+use crate::upstream::Failure;
 
 /// Upper bounds of the scrape duration histogram, in seconds.
 pub const SCRAPE_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Reasons an engine call fails, as metric labels.
-pub const UPSTREAM_ERRORS: [&str; 6] = [
-    "connect",
-    "timeout",
-    "status",
-    "protocol",
-    "io",
-    "truncated",
 ];
 
 /// How a scrape of `/metrics` ended.
@@ -69,7 +60,7 @@ pub struct WorkerStats {
     scrapes: [AtomicU64; ScrapeOutcome::ALL.len()],
     scrape_duration: Histogram,
     upstream_bytes: AtomicU64,
-    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
+    upstream_errors: [AtomicU64; Failure::ALL.len()],
     copies_dropped: AtomicU64,
 }
 
@@ -101,11 +92,9 @@ impl WorkerStats {
         self.upstream_bytes.fetch_add(bytes, Relaxed);
     }
 
-    /// Counts a failed engine call by its reason (see [`UPSTREAM_ERRORS`]).
-    pub fn upstream_error(&self, reason: &str) {
-        if let Some(i) = UPSTREAM_ERRORS.iter().position(|&r| r == reason) {
-            self.upstream_errors[i].fetch_add(1, Relaxed);
-        }
+    /// Counts a failed engine call by its reason.
+    pub fn upstream_error(&self, reason: Failure) {
+        self.upstream_errors[reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Counts standard families left out because their source was too big.
@@ -302,7 +291,7 @@ impl Stats {
 
         let name = "matrixinfer_runtime_upstream_errors_total";
         expo::header(out, name, "counter", "Failed engine calls by reason.");
-        for (i, reason) in UPSTREAM_ERRORS.iter().enumerate() {
+        for (i, reason) in Failure::ALL.iter().map(|r| r.as_str()).enumerate() {
             expo::sample(
                 out,
                 name,
@@ -345,7 +334,7 @@ mod tests {
             .scrape(ScrapeOutcome::EngineError, Duration::from_secs(60));
         stats.worker(0).upstream_bytes(100);
         stats.worker(1).upstream_bytes(23);
-        stats.worker(1).upstream_error("timeout");
+        stats.worker(1).upstream_error(Failure::Timeout);
         let mut out = Vec::new();
         stats.render(&mut out);
         let text = String::from_utf8(out).unwrap();

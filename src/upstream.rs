@@ -90,16 +90,57 @@ pub enum UpstreamError {
     },
 }
 
-impl UpstreamError {
-    /// A short reason, used as a metric label.
-    pub fn reason(&self) -> &'static str {
+/// Why an engine call failed, as counted (`reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection.
+    Connect,
+    /// Too slow.
+    Timeout,
+    /// A non-2xx status.
+    Status,
+    /// Not HTTP as we know it.
+    Protocol,
+    /// The connection failed midway.
+    Io,
+    /// The body ended early.
+    Truncated,
+}
+
+impl Failure {
+    /// Every reason, in label order.
+    pub const ALL: [Failure; 6] = [
+        Failure::Connect,
+        Failure::Timeout,
+        Failure::Status,
+        Failure::Protocol,
+        Failure::Io,
+        Failure::Truncated,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
         match self {
-            UpstreamError::Connect { .. } => "connect",
-            UpstreamError::Timeout { .. } => "timeout",
-            UpstreamError::Status { .. } => "status",
-            UpstreamError::Protocol { .. } => "protocol",
-            UpstreamError::Io { .. } => "io",
-            UpstreamError::Truncated { .. } => "truncated",
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Status => "status",
+            Failure::Protocol => "protocol",
+            Failure::Io => "io",
+            Failure::Truncated => "truncated",
+        }
+    }
+}
+
+impl UpstreamError {
+    /// Why, as counted.
+    pub fn reason(&self) -> Failure {
+        match self {
+            UpstreamError::Connect { .. } => Failure::Connect,
+            UpstreamError::Timeout { .. } => Failure::Timeout,
+            UpstreamError::Status { .. } => Failure::Status,
+            UpstreamError::Protocol { .. } => Failure::Protocol,
+            UpstreamError::Io { .. } => Failure::Io,
+            UpstreamError::Truncated { .. } => Failure::Truncated,
         }
     }
 
@@ -360,6 +401,13 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failure_reasons_index_their_labels() {
+        for (i, reason) in Failure::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{}", reason.as_str());
+        }
+    }
 
     #[test]
     fn prepared_requests() {

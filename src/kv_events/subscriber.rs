@@ -31,13 +31,13 @@ pub struct Subscriber {
     warnings: Throttle,
 }
 
+/// Why an endpoint is not one (zeromq does not export the type's name).
+pub type EndpointError = <zeromq::Endpoint as std::str::FromStr>::Err;
+
 impl Subscriber {
     /// Checks the endpoint's syntax; connects only in [`Subscriber::run`].
-    pub fn new(endpoint: &str, topic: &str, queue: Queue) -> Result<Subscriber, String> {
-        let parsed: Result<zeromq::Endpoint, _> = endpoint.parse();
-        if let Err(e) = parsed {
-            return Err(format!("KV events endpoint {endpoint:?}: {e}"));
-        }
+    pub fn new(endpoint: &str, topic: &str, queue: Queue) -> Result<Subscriber, EndpointError> {
+        endpoint.parse::<zeromq::Endpoint>()?;
         Ok(Subscriber {
             endpoint: endpoint.to_owned(),
             topic: topic.to_owned(),

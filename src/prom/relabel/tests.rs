@@ -515,3 +515,24 @@ fn name_hashes_do_not_collide_on_near_identical_names() {
         }
     }
 }
+
+/// The rule the SDK shares (`expo::MetricType::owns`): a sample named
+/// exactly like a histogram is not one of its samples, so the relabeler
+/// announces it as a family of its own (as Prometheus reads it).
+#[test]
+fn a_histograms_bare_name_starts_a_family_of_its_own() {
+    let input = "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\nh 2\n";
+    let mut sink = ByPrefix {
+        prefix: "none",
+        out: Vec::new(),
+        diverted: Vec::new(),
+        current: false,
+        seen: Vec::new(),
+    };
+    let mut relabeler = Relabeler::new(VLLM);
+    relabeler.feed(input.as_bytes(), &mut sink);
+    relabeler.finish_body(&mut sink);
+    let names: Vec<&str> = sink.seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["h", "h"]);
+    assert_eq!(sink.out, input.as_bytes());
+}
