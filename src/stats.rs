@@ -11,12 +11,53 @@ use std::time::Duration;
 
 use crate::prom::expo;
 use crate::runtime::IoDriver;
-use crate::upstream::Failure;
 
 /// Upper bounds of the scrape duration histogram, in seconds.
 pub const SCRAPE_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Why an engine call failed, as counted (the `reason` label of
+/// `matrixinfer_runtime_upstream_errors_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection.
+    Connect,
+    /// Too slow.
+    Timeout,
+    /// A non-2xx status.
+    Status,
+    /// Not HTTP as we know it.
+    Protocol,
+    /// The connection failed midway.
+    Io,
+    /// The body ended early.
+    Truncated,
+}
+
+impl Failure {
+    /// Every reason, in label order.
+    pub const ALL: [Failure; 6] = [
+        Failure::Connect,
+        Failure::Timeout,
+        Failure::Status,
+        Failure::Protocol,
+        Failure::Io,
+        Failure::Truncated,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect",
+            Failure::Timeout => "timeout",
+            Failure::Status => "status",
+            Failure::Protocol => "protocol",
+            Failure::Io => "io",
+            Failure::Truncated => "truncated",
+        }
+    }
+}
 
 /// How a scrape of `/metrics` ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,6 +26,7 @@ pub use endpoint::{EndpointError, EngineEndpoint};
 pub use exchange::Exchange;
 
 use crate::net::h1::ResponseHead;
+pub use crate::stats::Failure;
 
 /// Idle connections kept per worker.
 const MAX_IDLE: usize = 8;
@@ -88,47 +89,6 @@ pub enum UpstreamError {
         /// The URL requested.
         url: String,
     },
-}
-
-/// Why an engine call failed, as counted (`reason` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// No connection.
-    Connect,
-    /// Too slow.
-    Timeout,
-    /// A non-2xx status.
-    Status,
-    /// Not HTTP as we know it.
-    Protocol,
-    /// The connection failed midway.
-    Io,
-    /// The body ended early.
-    Truncated,
-}
-
-impl Failure {
-    /// Every reason, in label order.
-    pub const ALL: [Failure; 6] = [
-        Failure::Connect,
-        Failure::Timeout,
-        Failure::Status,
-        Failure::Protocol,
-        Failure::Io,
-        Failure::Truncated,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect",
-            Failure::Timeout => "timeout",
-            Failure::Status => "status",
-            Failure::Protocol => "protocol",
-            Failure::Io => "io",
-            Failure::Truncated => "truncated",
-        }
-    }
 }
 
 impl UpstreamError {
