@@ -136,8 +136,8 @@ impl Lora {
     /// `job`; returns the caller's answer.
     pub fn load(&self, job: &Job, lora_name: &str) -> Answer {
         let started = Instant::now();
-        let lock = self.names.get(lora_name);
-        let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let claim = self.names.claim(lora_name);
+        let _held = claim.lock().lock().unwrap_or_else(|e| e.into_inner());
         let (outcome, answer) = match self.jobs.run(job, true) {
             Err(e) => {
                 let detail = format!("LoRA adapter download failed: {}", errors::chain(&e));
@@ -172,10 +172,10 @@ impl Lora {
     /// removes the directory this process loaded it from.
     pub fn unload(&self, lora_name: &str, body: Map<String, Value>, cleanup: bool) -> Answer {
         let started = Instant::now();
-        let lock = self.names.get(lora_name);
+        let claim = self.names.claim(lora_name);
         // A load of this name may be downloading for minutes: say so now
         // rather than hold the caller until it ends.
-        let _held = match lock.try_lock() {
+        let _held = match claim.lock().try_lock() {
             Ok(held) => held,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
