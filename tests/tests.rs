@@ -28,6 +28,8 @@ mod filters;
 mod filter_containment;
 // KV-cache events: a real ZMQ publisher and redis-server around the bridge.
 mod kv_events;
+// The layout of src/: file sizes, import cycles, the network layer's edges.
+mod layout;
 // Thousands of idle connections, scrapes and a download at once.
 mod load;
 // LoRA adapters: download, load, unload, against the engines' LoRA endpoints.

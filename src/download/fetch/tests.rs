@@ -1,9 +1,13 @@
 //! The downloader against an in-memory origin that can fail on purpose.
 
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
+use std::time::Duration;
 
 use super::*;
-use crate::download::verify::hex;
+use crate::download::verify::{Expect, hex};
 
 /// Serves files from memory; can cut transfers short, fail transiently,
 /// or refuse.
