@@ -42,12 +42,15 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        None => match Config::from_args(cli.serve) {
-            Ok(config) => sidecar::run(config, shutdown).map_err(Box::from),
-            Err(e) => {
+        None => match Config::from_args(cli.serve).map(|c| sidecar::run(c, shutdown)) {
+            Ok(Err(sidecar::StartError::Resolve(e))) | Err(e) => {
+                // A listen host that does not resolve is a usage error, as
+                // any other unusable option (exit 2), though it is only
+                // looked up at start.
                 eprintln!("{e}");
                 return ExitCode::from(e.exit_code());
             }
+            Ok(result) => result.map_err(Box::from),
         },
         Some(Command::Simulate(args)) => simulate(&args, &shutdown),
         Some(Command::Demo(args)) => demo::run(args, shutdown),

@@ -83,6 +83,18 @@ fn port_in_use_is_a_clear_error() {
     assert!(stderr.contains("cannot listen on 127.0.0.1:"), "{stderr}");
 }
 
+/// The listen host is looked up at start, not while parsing, and a name
+/// that does not resolve is still a usage error.
+#[test]
+fn unresolvable_listen_host_is_a_usage_error() {
+    let (code, stderr) = run(
+        &vllm_sidecar_args(&["-H", "no-such-host.invalid", "-P", "0"]),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot resolve"), "{stderr}");
+}
+
 #[test]
 fn help_lists_every_flag() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
