@@ -35,7 +35,7 @@ use std::time::Duration;
 
 pub use error::DownloadError;
 use fetch::{FetchError, Progress};
-pub use request::{DownloadRequest, Source};
+pub use request::{DownloadRequest, Source, SourceKind};
 
 /// How long a connect, read or write may stall before the transfer is
 /// retried.
@@ -163,6 +163,3 @@ pub fn read_into_sink(
         Ok(())
     })
 }
-
-/// Metric labels of the source kinds.
-pub const SOURCE_KINDS: [&str; 4] = ["huggingface", "s3", "obs", "pvc"];

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::fetch::Progress;
 use super::request::DownloadRequest;
-use super::{DownloadError, SOURCE_KINDS, execute};
+use super::{DownloadError, SourceKind, execute};
 use crate::offload::{Offload, Permit};
 use crate::prom::expo;
 
@@ -120,22 +120,18 @@ impl Job {
 /// Counters of downloads, by source kind.
 #[derive(Debug, Default)]
 pub struct DownloadStats {
-    bytes: [AtomicU64; 4],
-    files: [AtomicU64; 4],
-    retries: [AtomicU64; 4],
-    completed: [AtomicU64; 4],
-    failed: [AtomicU64; 4],
+    bytes: [AtomicU64; SourceKind::ALL.len()],
+    files: [AtomicU64; SourceKind::ALL.len()],
+    retries: [AtomicU64; SourceKind::ALL.len()],
+    completed: [AtomicU64; SourceKind::ALL.len()],
+    failed: [AtomicU64; SourceKind::ALL.len()],
     running: AtomicU64,
 }
 
 impl DownloadStats {
-    fn index(kind: &str) -> usize {
-        SOURCE_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
-    }
-
     /// Appends the download families.
     pub fn render(&self, out: &mut Vec<u8>) {
-        let families: [(&str, &str, &[AtomicU64; 4]); 3] = [
+        let families: [(&str, &str, &[AtomicU64; SourceKind::ALL.len()]); 3] = [
             (
                 "matrixinfer_runtime_download_bytes_total",
                 "Bytes downloaded (skipped and resumed bytes excluded).",
@@ -154,7 +150,7 @@ impl DownloadStats {
         ];
         for (name, help, values) in families {
             expo::header(out, name, "counter", help);
-            for (i, kind) in SOURCE_KINDS.iter().enumerate() {
+            for (i, kind) in SourceKind::ALL.iter().map(|k| k.as_str()).enumerate() {
                 expo::sample(out, name, &[("source", kind)], values[i].load(Relaxed));
             }
         }
@@ -165,7 +161,7 @@ impl DownloadStats {
             "counter",
             "Download jobs finished, by source and outcome.",
         );
-        for (i, kind) in SOURCE_KINDS.iter().enumerate() {
+        for (i, kind) in SourceKind::ALL.iter().map(|k| k.as_str()).enumerate() {
             expo::sample(
                 out,
                 name,
@@ -248,8 +244,7 @@ impl Jobs {
     /// `keep_running`, still running after a success, for work that
     /// follows).
     pub fn run(&self, job: &Job, keep_running: bool) -> Result<(), DownloadError> {
-        let kind = job.request.source.kind();
-        let index = DownloadStats::index(kind);
+        let index = job.request.source.kind() as usize;
         self.stats.running.fetch_add(1, Relaxed);
         tracing::info!(id = %job.id, source = %job.request.source_text, output_dir = %job.request.output_dir.display(), "download started");
         let started = Instant::now();

@@ -43,9 +43,28 @@ pub enum Source {
     },
 }
 
+/// A `source` field that names no source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// `s3://` or `obs://` without a bucket.
+    #[error("the bucket name is missing")]
+    NoBucket,
+    /// A `pvc://` path that is empty or climbs out with `..`.
+    #[error("{0:?} is not a usable pvc:// path")]
+    PvcPath(String),
+    /// A scheme we do not download from.
+    #[error(
+        "unsupported scheme {0}://; use s3://, obs://, pvc:// or a HuggingFace repo id (namespace/name)"
+    )]
+    Scheme(String),
+    /// Neither a URL-like source nor a repository id.
+    #[error("{0:?} is neither s3://, obs://, pvc:// nor a HuggingFace repo id (namespace/name)")]
+    Unrecognized(String),
+}
+
 impl Source {
     /// Parses a `source` field.
-    pub fn parse(source: &str) -> Result<Source, String> {
+    pub fn parse(source: &str) -> Result<Source, SourceError> {
         if let Some(rest) = source.strip_prefix("s3://") {
             let (bucket, prefix) = bucket_and_prefix(rest)?;
             return Ok(Source::S3 { bucket, prefix });
@@ -57,16 +76,14 @@ impl Source {
         if let Some(rest) = source.strip_prefix("pvc://") {
             let path = rest.trim_start_matches('/');
             if path.is_empty() || path.split('/').any(|part| part == "..") {
-                return Err(format!("{source:?} is not a usable pvc:// path"));
+                return Err(SourceError::PvcPath(source.to_owned()));
             }
             return Ok(Source::Pvc {
                 path: PathBuf::from("/").join(path),
             });
         }
         if let Some((scheme, _)) = source.split_once("://") {
-            return Err(format!(
-                "unsupported scheme {scheme}://; use s3://, obs://, pvc:// or a HuggingFace repo id (namespace/name)"
-            ));
+            return Err(SourceError::Scheme(scheme.to_owned()));
         }
         let is_part = |part: &str| {
             !part.is_empty()
@@ -82,26 +99,57 @@ impl Source {
                 repo: source.to_owned(),
             });
         }
-        Err(format!(
-            "{source:?} is neither s3://, obs://, pvc:// nor a HuggingFace repo id (namespace/name)"
-        ))
+        Err(SourceError::Unrecognized(source.to_owned()))
     }
 
-    /// A short name of the kind of source, for metrics and logs.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of source, for metrics and logs.
+    pub fn kind(&self) -> SourceKind {
         match self {
-            Source::HuggingFace { .. } => "huggingface",
-            Source::S3 { .. } => "s3",
-            Source::Obs { .. } => "obs",
-            Source::Pvc { .. } => "pvc",
+            Source::HuggingFace { .. } => SourceKind::HuggingFace,
+            Source::S3 { .. } => SourceKind::S3,
+            Source::Obs { .. } => SourceKind::Obs,
+            Source::Pvc { .. } => SourceKind::Pvc,
         }
     }
 }
 
-fn bucket_and_prefix(rest: &str) -> Result<(String, String), String> {
+/// The kinds of source, as counted (the `source` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A HuggingFace repository.
+    HuggingFace,
+    /// An S3 prefix.
+    S3,
+    /// An OBS prefix.
+    Obs,
+    /// A mounted directory.
+    Pvc,
+}
+
+impl SourceKind {
+    /// Every kind, in label order (`kind as usize` indexes it).
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::HuggingFace,
+        SourceKind::S3,
+        SourceKind::Obs,
+        SourceKind::Pvc,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::HuggingFace => "huggingface",
+            SourceKind::S3 => "s3",
+            SourceKind::Obs => "obs",
+            SourceKind::Pvc => "pvc",
+        }
+    }
+}
+
+fn bucket_and_prefix(rest: &str) -> Result<(String, String), SourceError> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
-        return Err("the bucket name is missing".into());
+        return Err(SourceError::NoBucket);
     }
     Ok((bucket.to_owned(), prefix.to_owned()))
 }
@@ -345,6 +393,13 @@ mod tests {
     }
 
     #[test]
+    fn source_kinds_index_their_labels() {
+        for (i, kind) in SourceKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{}", kind.as_str());
+        }
+    }
+
+    #[test]
     fn sources() {
         assert_eq!(
             Source::parse("Qwen/Qwen3-0.6B"),
@@ -407,6 +462,7 @@ mod tests {
         assert!(
             Source::parse("gs://b")
                 .unwrap_err()
+                .to_string()
                 .contains("unsupported scheme gs://")
         );
     }
