@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// Path of the engine's Prometheus metrics.
     #[arg(short = 'M', long, default_value = "/metrics")]
     pub engine_metrics_path: String,
+    /// Prefix of the standardized metric names: matrixinfer (matrixinfer:num_requests_waiting), kthena for upstream's current name, or any metric-name prefix.
+    #[arg(long, env = "MATRIXINFER_METRIC_PREFIX", default_value = crate::prom::standard::DEFAULT_PREFIX)]
+    pub metric_prefix: String,
     /// Pod identity ($(POD_NAME).$(NAMESPACE)), used in Redis keys.
     #[arg(short = 'I', long, required = true)]
     pub pod: Option<String>,
@@ -166,6 +169,8 @@ pub struct Config {
     pub endpoint: EngineEndpoint,
     /// The engine's metrics path.
     pub metrics_path: String,
+    /// Prefix of the standardized names (checked, without its `:`).
+    pub metric_prefix: String,
     /// Pod identity.
     pub pod: String,
     /// Model name.
@@ -239,6 +244,13 @@ impl Config {
         };
         let endpoint = EngineEndpoint::parse(&args.engine_base_url)?;
         let metrics_path = normalize_path(&args.engine_metrics_path);
+        let metric_prefix =
+            crate::prom::standard::check_prefix(&args.metric_prefix).map_err(|e| {
+                ConfigError::Invalid {
+                    option: "--metric-prefix",
+                    reason: e.to_string(),
+                }
+            })?;
         let filter_limits = FilterLimits {
             deadline: Duration::from_millis(args.filter_deadline_ms),
             memory: args.filter_memory_mb as usize * 1024 * 1024,
@@ -270,6 +282,7 @@ impl Config {
             listen,
             endpoint,
             metrics_path,
+            metric_prefix,
             pod,
             model,
             request_timeout: args.request_timeout,

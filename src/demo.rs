@@ -82,6 +82,7 @@ pub(crate) fn run(
         },
         endpoint: EngineEndpoint::parse(&format!("http://{}", engine.addr))?,
         metrics_path: "/metrics".into(),
+        metric_prefix: matrixinfer_runtime::prom::standard::DEFAULT_PREFIX.into(),
         pod: "demo-pod.default".into(),
         model: simulate.model.clone(),
         request_timeout: std::time::Duration::from_secs(30),

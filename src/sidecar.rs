@@ -164,7 +164,8 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, Sta
     let server_config = config.server.clone();
     let endpoint = config.endpoint.clone();
     let metrics_path = config.metrics_path.clone();
-    let table = config.engine.metric_table();
+    let table =
+        crate::prom::standard::with_prefix(config.engine.metric_table(), &config.metric_prefix);
     let access = Arc::new(config.access);
     let timeout = config.request_timeout;
     let worker_stats = stats.clone();

@@ -95,6 +95,16 @@ fn unresolvable_listen_host_is_a_usage_error() {
     assert!(stderr.contains("cannot resolve"), "{stderr}");
 }
 
+/// A standard prefix that cannot start a metric name is refused at start.
+#[test]
+fn bad_metric_prefix_is_a_usage_error() {
+    for bad in ["9x", "kthena-x", "matrixinfer_runtime"] {
+        let (code, stderr) = run(&vllm_sidecar_args(&["--metric-prefix", bad]), &[]);
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--metric-prefix"), "{bad}: {stderr}");
+    }
+}
+
 #[test]
 fn help_lists_every_flag() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
@@ -112,6 +122,9 @@ fn help_lists_every_flag() {
         "REQUEST_TIMEOUT",
         "--workers",
         "--io-driver",
+        "--metric-prefix",
+        "MATRIXINFER_METRIC_PREFIX",
+        "--max-concurrent-jobs",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }

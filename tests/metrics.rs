@@ -447,3 +447,42 @@ fn many_scrapes_on_one_keep_alive_connection() {
         "matrixinfer_runtime_scrapes_total{outcome=\"ok\"} 20"
     );
 }
+
+/// `--metric-prefix` (upstream's current name is `kthena`): the same five
+/// families under the other prefix, exactly as the oracle derives them;
+/// the engine's lines and the runtime's own `matrixinfer_runtime_*`
+/// families untouched. The environment variable works as the flag.
+#[test]
+fn the_standard_prefix_is_a_setting() {
+    for (file, engine, how) in [
+        ("vllm-v1.prom", "vllm", "flag"),
+        ("sglang-0.5.prom", "sglang", "env"),
+    ] {
+        let file = data(file);
+        let input = std::fs::read_to_string(&file).unwrap();
+        let upstream = Engine::file(&file).start();
+        let sidecar = match how {
+            "flag" => Sidecar::new(engine, upstream.addr)
+                .arg("--metric-prefix")
+                .arg("kthena"),
+            _ => Sidecar::new(engine, upstream.addr).env("MATRIXINFER_METRIC_PREFIX", "kthena:"),
+        }
+        .start();
+        let output = get(sidecar.addr, "/metrics").text();
+        assert!(
+            output.starts_with(&input),
+            "the engine's lines were changed"
+        );
+        let appended = &output[input.len()..];
+        let own = appended
+            .find("# HELP matrixinfer_runtime_")
+            .expect("the sidecar's own metrics");
+        let expected = expected_standard(&input, table(engine)).replace("matrixinfer:", "kthena:");
+        assert!(!expected.is_empty());
+        assert_eq!(&appended[..own], expected, "{engine}");
+        assert!(!output.contains("matrixinfer:"), "{engine}");
+        assert!(appended[own..].contains("matrixinfer_runtime_scrape_duration_seconds_count"));
+        promtool(output.as_bytes());
+        assert_unique_series(&output);
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! This table is the product contract of DESIGN.md section 3: for each
 //! standard name, the engine families that may feed it, in order of
-//! preference. Exactly one of them is used per scrape.
+//! preference. Exactly one of them is used per scrape. The prefix is a
+//! setting (`--metric-prefix`): upstream renamed it `kthena`, with the same
+//! five names and labels; [`with_prefix`] gives the table under another.
 
 /// A standard metric name and its sources, most preferred first.
 #[derive(Debug)]
@@ -69,6 +71,64 @@ pub const SGLANG: &[StandardName] = &[
     },
 ];
 
+/// The prefix the tables above are written with (DESIGN.md's default).
+pub const DEFAULT_PREFIX: &str = "matrixinfer";
+
+/// A `--metric-prefix` that cannot start standard names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    /// Not the start of a metric name.
+    #[error(
+        "{0:?} cannot start a metric name: use letters, digits, '_' and ':', not starting with a digit"
+    )]
+    Invalid(String),
+    /// It would put standard names among the runtime's own.
+    #[error("{0:?} would name standard metrics like the runtime's own matrixinfer_runtime_*")]
+    Reserved(String),
+}
+
+/// Checks a `--metric-prefix` (a trailing `:` is allowed and dropped) and
+/// returns it as standard names will carry it, without the `:`.
+pub fn check_prefix(prefix: &str) -> Result<String, PrefixError> {
+    let bare = prefix.strip_suffix(':').unwrap_or(prefix);
+    let valid = !bare.is_empty()
+        && !bare.as_bytes()[0].is_ascii_digit()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+    if !valid {
+        return Err(PrefixError::Invalid(prefix.to_owned()));
+    }
+    if bare.starts_with("matrixinfer_runtime") {
+        return Err(PrefixError::Reserved(prefix.to_owned()));
+    }
+    Ok(bare.to_owned())
+}
+
+/// `table` with its standard names under `prefix` (as [`check_prefix`]
+/// returns it). Built once at start: the names live as long as the
+/// process, as the built-in tables do.
+pub fn with_prefix(table: &'static [StandardName], prefix: &str) -> &'static [StandardName] {
+    if prefix == DEFAULT_PREFIX {
+        return table;
+    }
+    let renamed: Vec<StandardName> = table
+        .iter()
+        .map(|standard| {
+            let rest = standard
+                .name
+                .strip_prefix(DEFAULT_PREFIX)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .unwrap_or(standard.name);
+            StandardName {
+                name: Box::leak(format!("{prefix}:{rest}").into_boxed_str()),
+                sources: standard.sources,
+            }
+        })
+        .collect();
+    Box::leak(renamed.into_boxed_slice())
+}
+
 /// Where a family's standardized copy goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Match {
@@ -131,6 +191,30 @@ mod tests {
         assert_eq!(s("sglang:num_queue_reqs"), Some((1, 0)));
         assert_eq!(s("sglang:time_per_output_token_seconds"), Some((3, 1)));
         assert_eq!(s("vllm:num_requests_waiting"), None);
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(check_prefix("kthena").unwrap(), "kthena");
+        assert_eq!(check_prefix("kthena:").unwrap(), "kthena");
+        assert_eq!(check_prefix("acme:llm").unwrap(), "acme:llm");
+        assert_eq!(check_prefix("_x9").unwrap(), "_x9");
+        for bad in ["", ":", "9x", "kthe na", "kthena-x", "ünï"] {
+            assert!(
+                matches!(check_prefix(bad), Err(PrefixError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            check_prefix("matrixinfer_runtime"),
+            Err(PrefixError::Reserved(_))
+        ));
+        let kthena = with_prefix(VLLM, "kthena");
+        assert_eq!(kthena[1].name, "kthena:num_requests_waiting");
+        assert_eq!(kthena[1].sources, VLLM[1].sources);
+        let m = lookup(kthena, b"vllm:generation_tokens").unwrap();
+        assert_eq!(m.family, "kthena:generation_tokens");
+        assert!(std::ptr::eq(with_prefix(SGLANG, DEFAULT_PREFIX), SGLANG));
     }
 
     #[test]
