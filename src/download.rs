@@ -64,8 +64,17 @@ pub fn execute(
             let _lock = lock::DirLock::acquire(dir)?;
             fetch::run(dir, files, &bucket, workers, progress, cancel, retry)
         }
-        Source::HuggingFace { repo } => {
-            let (repo, files) = hf::HfRepo::open(repo, &request.settings, IO_TIMEOUT)?;
+        Source::HuggingFace {
+            repo,
+            revision,
+            dataset,
+        } => {
+            let address = hf::Address {
+                repo,
+                revision: revision.as_deref(),
+                dataset: *dataset,
+            };
+            let (repo, files) = hf::HfRepo::open(&address, &request.settings, IO_TIMEOUT)?;
             let _lock = lock::DirLock::acquire(dir)?;
             fetch::run(dir, files, &repo, workers, progress, cancel, retry)
         }

@@ -896,3 +896,93 @@ fn jobs_beyond_the_cap_are_answered_429() {
     assert_eq!(jobs.len(), 1, "{listed}");
     assert_eq!(jobs[0]["state"], "running", "{listed}");
 }
+
+/// Every spelling of a HuggingFace source the control planes send
+/// (kthena's controller passes `hf://org/repo` through as it is), by the
+/// API and by the `download` command: the bare id, `hf://`,
+/// `huggingface://`, `hf://models/`, `@revision`, and a dataset
+/// repository (`hf://datasets/…`) downloaded like a model.
+#[test]
+fn huggingface_sources_in_every_spelling() {
+    let model = hub_repo(None, false);
+    let mut dataset = hub_repo(None, false);
+    dataset.id = "datasets/acme/corpus".into();
+    dataset.files.truncate(2);
+    let hub = Hub::start(vec![model.clone(), dataset.clone()]);
+    let sidecar = sidecar();
+    let config = serde_json::json!({ "hf_endpoint": hub.endpoint() }).to_string();
+    let pinned = format!("hf://acme/tiny-llama@{}", model.commit);
+    let spellings: [(&str, &HubRepo); 6] = [
+        ("acme/tiny-llama", &model),
+        ("hf://acme/tiny-llama", &model),
+        ("huggingface://acme/tiny-llama", &model),
+        ("hf://models/acme/tiny-llama", &model),
+        (&pinned, &model),
+        ("hf://datasets/acme/corpus", &dataset),
+    ];
+    for (i, (source, repo)) in spellings.iter().enumerate() {
+        let out = temp_dir(&format!("hf-spelling-{i}"));
+        let response = post_json(
+            sidecar.addr,
+            "/v1/download_model",
+            &download_body(source, &out, &config, ""),
+        );
+        assert_eq!(response.status, 200, "{source}: {}", response.text());
+        hub_files(repo, &out);
+    }
+    // The source's revision beats `hf_revision`; an unknown one is a 404.
+    let wrong_revision =
+        serde_json::json!({ "hf_endpoint": hub.endpoint(), "hf_revision": "no-such" }).to_string();
+    let out = temp_dir("hf-spelling-pinned");
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(&pinned, &out, &wrong_revision, ""),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            "hf://acme/tiny-llama@v9.9",
+            &temp_dir("hf-bad-rev"),
+            &config,
+            "",
+        ),
+    );
+    assert_eq!(response.status, 404, "{}", response.text());
+    // Malformed hf:// sources are refused before anything starts.
+    for bad in ["hf://", "hf://a/b/c", "hf://acme/tiny-llama@"] {
+        let response = post_json(
+            sidecar.addr,
+            "/v1/download_model",
+            &download_body(bad, &temp_dir("hf-bad"), &config, ""),
+        );
+        assert_eq!(response.status, 400, "{bad}: {}", response.text());
+        assert!(
+            response.detail().contains("hf://"),
+            "{bad}: {}",
+            response.detail()
+        );
+    }
+    // The `download` command reads the same spellings.
+    for (i, (source, repo)) in [
+        ("huggingface://acme/tiny-llama", &model),
+        ("hf://datasets/acme/corpus", &dataset),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = temp_dir(&format!("hf-command-{i}"));
+        let status = Command::new(BIN)
+            .args(["download", "--source", source, "--output-dir"])
+            .arg(&out)
+            .args(["--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{source}");
+        hub_files(repo, &out);
+    }
+}

@@ -6,6 +6,9 @@
 //!   SHA-1) and, for LFS files, `lfs.sha256` / `lfs.size`;
 //! - `GET /{repo}/resolve/{revision}/{path}`: regular files served
 //!   directly, LFS files redirected (302) to a CDN on another host:port;
+//! - dataset repositories (ids `datasets/{org}/{name}` here) the same way
+//!   under `/api/datasets/…` and `/datasets/{repo}/resolve/…`, as the Hub
+//!   and `huggingface_hub` (`repo_type="dataset"`) address them;
 //! - private repositories answer 401 without `Authorization: Bearer`;
 //!   unknown repositories and revisions 404 with `{"error": …}`.
 //!
@@ -348,10 +351,19 @@ fn hub_request(
         None => true,
         Some(token) => request.headers.get("authorization") == Some(&format!("Bearer {token}")),
     };
-    if let Some(rest) = request.path.strip_prefix("/api/models/") {
+    let api = match (
+        request.path.strip_prefix("/api/models/"),
+        request.path.strip_prefix("/api/datasets/"),
+    ) {
+        (Some(rest), _) => Some((rest, "")),
+        (None, Some(rest)) => Some((rest, "datasets/")),
+        (None, None) => None,
+    };
+    if let Some((rest, kind)) = api {
         let Some((id, revision)) = rest.split_once("/revision/") else {
             return error(stream, "404 Not Found", "Not Found");
         };
+        let id = &format!("{kind}{id}");
         let Some(repo) = find(id) else {
             return error(stream, "404 Not Found", "Repository Not Found");
         };
@@ -393,14 +405,14 @@ fn hub_request(
             body.to_string().as_bytes(),
         );
     }
-    // /{org}/{name}/resolve/{revision}/{path}
-    let parts: Vec<&str> = request
-        .path
-        .trim_start_matches('/')
-        .splitn(5, '/')
-        .collect();
+    // [/datasets]/{org}/{name}/resolve/{revision}/{path}
+    let (kind, path) = match request.path.strip_prefix("/datasets/") {
+        Some(rest) => ("datasets/", rest),
+        None => ("", request.path.trim_start_matches('/')),
+    };
+    let parts: Vec<&str> = path.splitn(5, '/').collect();
     if parts.len() == 5 && parts[2] == "resolve" {
-        let id = format!("{}/{}", parts[0], parts[1]);
+        let id = format!("{kind}{}/{}", parts[0], parts[1]);
         let Some(repo) = find(&id) else {
             return error(stream, "404 Not Found", "Repository Not Found");
         };

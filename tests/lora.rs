@@ -486,3 +486,63 @@ fn unload_during_a_load_of_the_same_name_is_a_quick_409() {
     );
     assert_eq!(unload.status, 200, "{}", unload.text());
 }
+
+/// LoRA adapter sources take every HuggingFace spelling the download API
+/// does (the control plane sends `hf://org/adapter`), from the local Hub.
+#[test]
+fn adapters_from_huggingface_in_every_spelling() {
+    use crate::hub::{Hub, HubFile, HubRepo};
+    let repo = HubRepo {
+        id: "acme/sql-adapter".into(),
+        commit: "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567".into(),
+        token: None,
+        files: vec![
+            HubFile {
+                path: "adapter_config.json".into(),
+                data: br#"{"peft_type":"LORA","r":8}"#.to_vec(),
+                lfs: false,
+                corrupt: false,
+            },
+            HubFile {
+                path: "adapter_model.safetensors".into(),
+                data: noise(512 * 1024 + 3, 7),
+                lfs: true,
+                corrupt: false,
+            },
+        ],
+    };
+    let hub = Hub::start(vec![repo.clone()]);
+    let s = setup("sglang-0.5", &[], &[]);
+    let config = json!({ "hf_endpoint": hub.endpoint() }).to_string();
+    let pinned = format!("hf://acme/sql-adapter@{}", repo.commit);
+    for (i, source) in [
+        "acme/sql-adapter",
+        "hf://acme/sql-adapter",
+        "huggingface://acme/sql-adapter",
+        pinned.as_str(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("sql-{i}");
+        let out = temp_dir(&format!("lora-hf-{i}")).join(&name);
+        let response = post_json(
+            s.sidecar.addr,
+            "/v1/load_lora_adapter",
+            &load_body(&name, source, &out, json!({ "config": config })),
+        );
+        assert_eq!(response.status, 200, "{source}: {}", response.text());
+        for file in &repo.files {
+            assert_eq!(
+                std::fs::read(out.join(&file.path)).unwrap(),
+                file.data,
+                "{source}"
+            );
+        }
+        assert_eq!(
+            engine_report(&s)["loaded"][&name],
+            out.display().to_string(),
+            "{source}"
+        );
+    }
+}

@@ -32,6 +32,18 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// Redirects followed per request.
 const MAX_REDIRECTS: usize = 5;
 
+/// Which repository, as the source names it.
+#[derive(Clone, Copy, Debug)]
+pub struct Address<'a> {
+    /// `namespace/name`.
+    pub repo: &'a str,
+    /// The revision the source names (`hf://…@revision`); beats
+    /// `hf_revision`.
+    pub revision: Option<&'a str>,
+    /// A dataset repository (`hf://datasets/…`).
+    pub dataset: bool,
+}
+
 /// A repository pinned to a commit.
 pub struct HfRepo {
     client: HttpClient,
@@ -78,10 +90,11 @@ struct Lfs {
 impl HfRepo {
     /// Resolves the revision and lists the repository's files.
     pub fn open(
-        repo: &str,
+        address: &Address<'_>,
         settings: &Settings,
         timeout: Duration,
     ) -> Result<(HfRepo, Vec<RemoteFile>), DownloadError> {
+        let repo = address.repo;
         let endpoint_text = settings
             .hf_endpoint
             .clone()
@@ -89,10 +102,16 @@ impl HfRepo {
         let endpoint_text = endpoint_text.trim_end_matches('/').to_owned();
         let endpoint = Url::parse(&endpoint_text)
             .map_err(|e| DownloadError::BadPath(format!("hf_endpoint: {e}")))?;
-        let revision = settings
-            .hf_revision
-            .clone()
+        let revision = address
+            .revision
+            .map(str::to_owned)
+            .or_else(|| settings.hf_revision.clone())
             .unwrap_or_else(|| "main".to_owned());
+        // Datasets live under `datasets/` in the API and in file URLs.
+        let (api_kind, url_repo) = match address.dataset {
+            true => ("datasets", format!("datasets/{repo}")),
+            false => ("models", repo.to_owned()),
+        };
         let token = settings
             .hf_token
             .clone()
@@ -103,7 +122,7 @@ impl HfRepo {
         let info_url = Url::from_parts(
             endpoint.origin.clone(),
             format!(
-                "{}/api/models/{repo}/revision/{}?blobs=true",
+                "{}/api/{api_kind}/{repo}/revision/{}?blobs=true",
                 endpoint.target.trim_end_matches('/'),
                 uri_encode(&revision, false)
             ),
@@ -146,7 +165,7 @@ impl HfRepo {
             client,
             endpoint,
             token,
-            repo: repo.to_owned(),
+            repo: url_repo,
             commit: info.sha,
             resolved: Mutex::new(HashMap::new()),
         };

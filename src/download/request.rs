@@ -17,10 +17,17 @@ pub const MAX_MAX_WORKERS: usize = 64;
 /// Where the model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// A HuggingFace model repository, `namespace/name` (or a bare name).
+    /// A HuggingFace repository: `namespace/name` (or a bare name),
+    /// `hf://namespace/name[@revision]`, `huggingface://…`, and
+    /// `hf://datasets/namespace/name` for a dataset.
     HuggingFace {
-        /// The repository id.
+        /// The repository id, without `datasets/`.
         repo: String,
+        /// The revision the source names (`@revision`); it beats
+        /// `hf_revision`.
+        revision: Option<String>,
+        /// A dataset repository rather than a model.
+        dataset: bool,
     },
     /// An S3 bucket and key prefix.
     S3 {
@@ -54,17 +61,31 @@ pub enum SourceError {
     PvcPath(String),
     /// A scheme we do not download from.
     #[error(
-        "unsupported scheme {0}://; use s3://, obs://, pvc:// or a HuggingFace repo id (namespace/name)"
+        "unsupported scheme {0}://; use hf://, huggingface://, s3://, obs://, pvc:// or a HuggingFace repo id (namespace/name)"
     )]
     Scheme(String),
+    /// `hf://` (or `huggingface://`) without a usable repository id or
+    /// revision.
+    #[error(
+        "{0:?} is not a HuggingFace repository: use hf://namespace/name, hf://namespace/name@revision or hf://datasets/namespace/name"
+    )]
+    HuggingFace(String),
     /// Neither a URL-like source nor a repository id.
-    #[error("{0:?} is neither s3://, obs://, pvc:// nor a HuggingFace repo id (namespace/name)")]
+    #[error(
+        "{0:?} is neither hf://, huggingface://, s3://, obs://, pvc:// nor a HuggingFace repo id (namespace/name)"
+    )]
     Unrecognized(String),
 }
 
 impl Source {
     /// Parses a `source` field.
     pub fn parse(source: &str) -> Result<Source, SourceError> {
+        if let Some(rest) = source
+            .strip_prefix("hf://")
+            .or_else(|| source.strip_prefix("huggingface://"))
+        {
+            return huggingface(rest).ok_or_else(|| SourceError::HuggingFace(source.to_owned()));
+        }
         if let Some(rest) = source.strip_prefix("s3://") {
             let (bucket, prefix) = bucket_and_prefix(rest)?;
             return Ok(Source::S3 { bucket, prefix });
@@ -85,18 +106,11 @@ impl Source {
         if let Some((scheme, _)) = source.split_once("://") {
             return Err(SourceError::Scheme(scheme.to_owned()));
         }
-        let is_part = |part: &str| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        };
-        let parts: Vec<&str> = source.split('/').collect();
-        if parts.len() <= 2 && parts.iter().all(|p| is_part(p)) {
+        if is_repo_id(source) {
             return Ok(Source::HuggingFace {
                 repo: source.to_owned(),
+                revision: None,
+                dataset: false,
             });
         }
         Err(SourceError::Unrecognized(source.to_owned()))
@@ -144,6 +158,46 @@ impl SourceKind {
             SourceKind::Pvc => "pvc",
         }
     }
+}
+
+/// A repository id as the Hub allows it: `name` or `namespace/name`, of
+/// letters, digits, `-`, `_` and `.`.
+fn is_repo_id(id: &str) -> bool {
+    let is_part = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    parts.len() <= 2 && parts.iter().all(|p| is_part(p))
+}
+
+/// What follows `hf://`: `[datasets/|models/]id[@revision]`.
+fn huggingface(rest: &str) -> Option<Source> {
+    let (id, revision) = match rest.split_once('@') {
+        Some((id, revision)) => (id, Some(revision)),
+        None => (rest, None),
+    };
+    // A revision is a branch, tag or commit (`refs/pr/1` too): printable,
+    // without spaces.
+    if revision.is_some_and(|r| r.is_empty() || !r.bytes().all(|b| b.is_ascii_graphic())) {
+        return None;
+    }
+    let (dataset, id) = match (id.strip_prefix("datasets/"), id.strip_prefix("models/")) {
+        (Some(id), _) => (true, id),
+        (None, Some(id)) => (false, id),
+        (None, None) => (false, id),
+    };
+    // `hf://org/repo/` as a path would be written; `hf://datasets/` stays empty.
+    let id = id.strip_suffix('/').unwrap_or(id);
+    is_repo_id(id).then(|| Source::HuggingFace {
+        repo: id.to_owned(),
+        revision: revision.map(str::to_owned),
+        dataset,
+    })
 }
 
 fn bucket_and_prefix(rest: &str) -> Result<(String, String), SourceError> {
@@ -400,17 +454,77 @@ mod tests {
     }
 
     #[test]
+    fn huggingface_spellings() {
+        let hf = |repo: &str, revision: Option<&str>, dataset| {
+            Ok(Source::HuggingFace {
+                repo: repo.into(),
+                revision: revision.map(str::to_owned),
+                dataset,
+            })
+        };
+        for spelling in [
+            "Qwen/Qwen3-0.6B",
+            "hf://Qwen/Qwen3-0.6B",
+            "huggingface://Qwen/Qwen3-0.6B",
+            "hf://models/Qwen/Qwen3-0.6B",
+            "hf://Qwen/Qwen3-0.6B/",
+        ] {
+            assert_eq!(
+                Source::parse(spelling),
+                hf("Qwen/Qwen3-0.6B", None, false),
+                "{spelling}"
+            );
+        }
+        assert_eq!(Source::parse("hf://gpt2"), hf("gpt2", None, false));
+        assert_eq!(
+            Source::parse("hf://Qwen/Qwen3-0.6B@v1.0"),
+            hf("Qwen/Qwen3-0.6B", Some("v1.0"), false)
+        );
+        assert_eq!(
+            Source::parse("huggingface://org/m@refs/pr/1"),
+            hf("org/m", Some("refs/pr/1"), false)
+        );
+        assert_eq!(
+            Source::parse("hf://datasets/org/corpus"),
+            hf("org/corpus", None, true)
+        );
+        assert_eq!(
+            Source::parse("hf://datasets/org/corpus@main"),
+            hf("org/corpus", Some("main"), true)
+        );
+        for bad in [
+            "hf://",
+            "hf://a/b/c",
+            "hf://datasets/",
+            "hf://org/m@",
+            "hf://org/m@with space",
+            "hf://../x",
+            "hf://org/m b",
+        ] {
+            assert!(
+                matches!(Source::parse(bad), Err(SourceError::HuggingFace(_))),
+                "{bad}: {:?}",
+                Source::parse(bad)
+            );
+        }
+    }
+
+    #[test]
     fn sources() {
         assert_eq!(
             Source::parse("Qwen/Qwen3-0.6B"),
             Ok(Source::HuggingFace {
-                repo: "Qwen/Qwen3-0.6B".into()
+                repo: "Qwen/Qwen3-0.6B".into(),
+                revision: None,
+                dataset: false,
             })
         );
         assert_eq!(
             Source::parse("gpt2"),
             Ok(Source::HuggingFace {
-                repo: "gpt2".into()
+                repo: "gpt2".into(),
+                revision: None,
+                dataset: false,
             })
         );
         assert_eq!(
