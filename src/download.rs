@@ -26,6 +26,7 @@ pub mod lock;
 pub mod pvc;
 pub mod request;
 pub mod s3;
+pub mod select;
 pub mod verify;
 
 use std::io::Read;
@@ -50,8 +51,12 @@ pub fn execute(
     cancel: &AtomicBool,
 ) -> Result<(), DownloadError> {
     let dir = &request.output_dir;
-    let workers = request.max_workers;
-    let retry = crate::net::RetryPolicy::default();
+    let plan = fetch::Plan {
+        workers: request.max_workers,
+        retry: crate::net::RetryPolicy::default(),
+        force: request.selection.force,
+    };
+    let select = |files| request.selection.apply(files);
     match &request.source {
         Source::S3 { bucket, prefix } | Source::Obs { bucket, prefix } => {
             let flavor = if matches!(request.source, Source::Obs { .. }) {
@@ -60,9 +65,9 @@ pub fn execute(
                 s3::Flavor::S3
             };
             let bucket = s3::Bucket::new(flavor, bucket, &request.settings, IO_TIMEOUT)?;
-            let files = bucket.list(prefix)?;
+            let files = select(bucket.list(prefix)?)?;
             let _lock = lock::DirLock::acquire(dir)?;
-            fetch::run(dir, files, &bucket, workers, progress, cancel, retry)
+            fetch::run(dir, files, &bucket, &plan, progress, cancel)
         }
         Source::HuggingFace {
             repo,
@@ -75,11 +80,13 @@ pub fn execute(
                 dataset: *dataset,
             };
             let (repo, files) = hf::HfRepo::open(&address, &request.settings, IO_TIMEOUT)?;
+            let files = select(files)?;
             let _lock = lock::DirLock::acquire(dir)?;
-            fetch::run(dir, files, &repo, workers, progress, cancel, retry)
+            fetch::run(dir, files, &repo, &plan, progress, cancel)
         }
         Source::Pvc { path } => {
             let (volume, files) = pvc::Volume::open(path)?;
+            let files = select(files)?;
             let same = path
                 .canonicalize()
                 .ok()
@@ -92,7 +99,7 @@ pub fn execute(
                 )));
             }
             let _lock = lock::DirLock::acquire(dir)?;
-            fetch::run(dir, files, &volume, workers, progress, cancel, retry)
+            fetch::run(dir, files, &volume, &plan, progress, cancel)
         }
     }
 }

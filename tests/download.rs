@@ -986,3 +986,131 @@ fn huggingface_sources_in_every_spelling() {
         hub_files(repo, &out);
     }
 }
+
+/// `allow_patterns` / `ignore_patterns` select files with
+/// `huggingface_hub`'s semantics, for S3, HuggingFace and PVC sources
+/// alike; an allow pattern that matches nothing is a 404 naming it;
+/// `force_download` fetches again what is present and verified.
+#[test]
+fn file_selection_for_every_source_and_forced_downloads() {
+    let sidecar = sidecar();
+    let listed = |out: &Path| -> Vec<String> {
+        files_below(out)
+            .into_iter()
+            .filter(|f| !f.starts_with('.') && !f.contains("/."))
+            .collect()
+    };
+    // S3: the patterns apply to paths below the prefix.
+    let fixture = bucket("select-s3", 3);
+    let endpoint = fixture.server.endpoint();
+    let select = |allow: serde_json::Value, ignore: serde_json::Value| {
+        let mut config: serde_json::Value = serde_json::from_str(&s3_config(&endpoint)).unwrap();
+        config["allow_patterns"] = allow;
+        config["ignore_patterns"] = ignore;
+        config.to_string()
+    };
+    let out = temp_dir("select-s3-out");
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            "s3://models/llama",
+            &out,
+            &select(
+                serde_json::json!(["*.json", "shards/"]),
+                serde_json::json!(["*/part-0001.bin"]),
+            ),
+            "",
+        ),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        listed(&out),
+        [
+            "config.json",
+            "dir with space/naïve €.json",
+            "shards/part-0000.bin",
+            "shards/part-0002.bin"
+        ]
+    );
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            "s3://models/llama",
+            &temp_dir("select-s3-none"),
+            &select(
+                serde_json::json!(["*.json", "*.gguf"]),
+                serde_json::Value::Null,
+            ),
+            "",
+        ),
+    );
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert!(
+        response.detail().contains("*.gguf"),
+        "{}",
+        response.detail()
+    );
+    assert!(
+        !response.detail().contains("\"*.json\""),
+        "{}",
+        response.detail()
+    );
+
+    // HuggingFace: force_download fetches the LFS file from the CDN again.
+    let repo = hub_repo(None, false);
+    let hub = Hub::start(vec![repo.clone()]);
+    let out = temp_dir("select-hf-out");
+    let download = |config: serde_json::Value| {
+        let mut full = serde_json::json!({ "hf_endpoint": hub.endpoint() });
+        for (k, v) in config.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        post_json(
+            sidecar.addr,
+            "/v1/download_model",
+            &download_body("hf://acme/tiny-llama", &out, &full.to_string(), ""),
+        )
+    };
+    let cdn = || hub.cdn_requests.load(std::sync::atomic::Ordering::SeqCst);
+    let response = download(serde_json::json!({ "ignore_patterns": "*.safetensors" }));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(!listed(&out).iter().any(|f| f.ends_with(".safetensors")));
+    let response = download(serde_json::json!({}));
+    assert_eq!(response.status, 200, "{}", response.text());
+    hub_files(&repo, &out);
+    let before = cdn();
+    assert!(before > 0);
+    let response = download(serde_json::json!({}));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(cdn(), before, "present and verified: nothing fetched again");
+    let response = download(serde_json::json!({ "force_download": true }));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(cdn() > before, "force_download fetches again");
+    hub_files(&repo, &out);
+
+    // PVC.
+    let source = temp_dir("select-pvc-src");
+    std::fs::create_dir_all(source.join("sub")).unwrap();
+    for name in ["a.json", "b.bin", "sub/c.json"] {
+        std::fs::write(source.join(name), name.as_bytes()).unwrap();
+    }
+    let out = temp_dir("select-pvc-out");
+    let config = serde_json::json!({ "allow_patterns": ["*.json"] }).to_string();
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            &format!(
+                "pvc://{}",
+                source.display().to_string().trim_start_matches('/')
+            ),
+            &out,
+            &config,
+            "",
+        ),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(listed(&out), ["a.json", "sub/c.json"]);
+}

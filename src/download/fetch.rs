@@ -74,16 +74,32 @@ pub struct Progress {
     pub bytes_fetched: AtomicU64,
 }
 
+/// How a download runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Parallel transfers.
+    pub workers: usize,
+    /// How transient faults are retried.
+    pub retry: RetryPolicy,
+    /// Fetch again what is present and verified (`force_download`); the
+    /// old file stays under its name until the new one is verified.
+    pub force: bool,
+}
+
 /// Fetches `files` into `dir`. `dir` must be locked by the caller.
 pub fn run(
     dir: &Path,
     files: Vec<RemoteFile>,
     origin: &dyn Origin,
-    workers: usize,
+    plan: &Plan,
     progress: &Progress,
     cancel: &AtomicBool,
-    retry: RetryPolicy,
 ) -> Result<(), DownloadError> {
+    let Plan {
+        workers,
+        retry,
+        force,
+    } = *plan;
     let mut verified = VerifiedLog::open(dir)?;
     progress.files_total.store(files.len() as u64, Relaxed);
     progress
@@ -93,7 +109,7 @@ pub fn run(
     let mut states = Vec::new();
     for file in files {
         let target = safe_join(dir, &file.rel)?;
-        if verified.is_verified(&target, &file)? {
+        if !force && verified.is_verified(&target, &file)? {
             progress.files_done.fetch_add(1, Relaxed);
             progress.bytes_done.fetch_add(file.size, Relaxed);
             continue;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use super::select::Selection;
 pub use crate::secret::Secret;
 
 /// Default parallel transfers per job.
@@ -312,6 +313,8 @@ pub struct DownloadRequest {
     pub max_workers: usize,
     /// Whether to answer at once and work in the background.
     pub async_download: bool,
+    /// Which files, and whether to fetch again what is verified.
+    pub selection: Selection,
 }
 
 /// A request the runtime refuses: always the caller's mistake (400).
@@ -384,6 +387,8 @@ impl DownloadRequest {
             }
         };
         let settings = Settings::merge(&config, env)?;
+        let selection =
+            Selection::from_config(&config).map_err(|e| RequestError::invalid(e.to_string()))?;
         let max_workers = match fields.get("max_workers") {
             None | Some(Value::Null) => DEFAULT_MAX_WORKERS,
             Some(value) => value
@@ -412,6 +417,7 @@ impl DownloadRequest {
             settings,
             max_workers,
             async_download,
+            selection,
         })
     }
 }

@@ -133,7 +133,12 @@ fn run_job(
 ) -> (Result<(), DownloadError>, Progress) {
     let progress = Progress::default();
     let cancel = AtomicBool::new(false);
-    let result = run(dir, files.to_vec(), origin, 4, &progress, &cancel, quick());
+    let plan = Plan {
+        workers: 4,
+        retry: quick(),
+        force: false,
+    };
+    let result = run(dir, files.to_vec(), origin, &plan, &progress, &cancel);
     (result, progress)
 }
 
@@ -218,15 +223,12 @@ fn interrupted_download_resumes_from_finished_parts() {
             inner: &origin,
             budget: AtomicU32::new(3),
         };
-        let result = run(
-            &dir,
-            files.to_vec(),
-            &limited,
-            1,
-            &progress,
-            &cancel,
-            quick(),
-        );
+        let plan = Plan {
+            workers: 1,
+            retry: quick(),
+            force: false,
+        };
+        let result = run(&dir, files.to_vec(), &limited, &plan, &progress, &cancel);
         assert!(result.is_err());
         assert!(
             !dir.join("big").exists(),
