@@ -27,6 +27,7 @@ pub mod pvc;
 pub mod request;
 pub mod s3;
 pub mod select;
+pub mod source;
 pub mod verify;
 
 use std::io::Read;
