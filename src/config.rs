@@ -119,7 +119,7 @@ pub struct ServeArgs {
     /// Seconds LoRA calls keep retrying an engine that refuses connections (it may be starting).
     #[arg(long, env = "MATRIXINFER_ENGINE_RETRY_WINDOW", default_value = "30", value_parser = parse_seconds)]
     pub engine_retry_window: Duration,
-    /// Downloads and LoRA operations that may run at once; beyond it a request is answered 429 with Retry-After.
+    /// Downloads and LoRA loads that may run at once; beyond it a request is answered 429 with Retry-After.
     #[arg(long, env = "MATRIXINFER_MAX_CONCURRENT_JOBS", default_value_t = crate::download::jobs::MAX_CONCURRENT_JOBS as u16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
     /// Do not bridge the engine's KV-cache events into Redis.

@@ -41,11 +41,12 @@ use locks::NameLocks;
 pub use request::{LoadRequest, MAX_NAME, check_name};
 use stats::{LoraStats, Operation, Outcome};
 
+use crate::download::jobs::MAX_CONCURRENT_JOBS;
 use crate::download::jobs::{Job, Jobs, Kind, State};
 use crate::engine::Engine;
 use crate::errors;
 use crate::net::{HttpClient, Url, UrlError};
-use crate::offload::Busy;
+use crate::offload::{Busy, Offload};
 
 /// How long connection failures to the engine are retried (it may still
 /// be starting).
@@ -81,6 +82,9 @@ pub struct Lora {
     names: NameLocks,
     dirs: Mutex<HashMap<String, PathBuf>>,
     stats: LoraStats,
+    /// Unloads' threads: short engine calls, capped apart from the jobs
+    /// so that running downloads never hold an unload back.
+    unloads: Offload,
 }
 
 impl Lora {
@@ -101,6 +105,7 @@ impl Lora {
             names: NameLocks::default(),
             dirs: Mutex::new(HashMap::new()),
             stats: LoraStats::default(),
+            unloads: Offload::new("LoRA unload", MAX_CONCURRENT_JOBS),
         })
     }
 
@@ -266,7 +271,7 @@ pub fn spawn_unload(
     body: Map<String, Value>,
     cleanup: bool,
 ) -> Result<flume::Receiver<Answer>, Busy> {
-    let permit = lora.jobs.offload.reserve()?;
+    let permit = lora.unloads.reserve()?;
     let lora = lora.clone();
     let spawned = permit.spawn("lora-unload".into(), move || {
         lora.unload(&lora_name, body, cleanup)

@@ -82,8 +82,8 @@ impl Offload {
 
 impl Permit {
     /// Runs `work` on a thread named `name`; the receiver gets its result.
-    /// The place is released when `work` returns or panics (the receiver
-    /// then sees a disconnected channel).
+    /// The place is released when `work` returns (before the answer is
+    /// sent) or panics (the receiver then sees a disconnected channel).
     pub fn spawn<T: Send + 'static>(
         self,
         name: String,
@@ -91,8 +91,12 @@ impl Permit {
     ) -> io::Result<flume::Receiver<T>> {
         let (tx, rx) = flume::bounded(1);
         std::thread::Builder::new().name(name).spawn(move || {
-            let _permit = self;
-            let _ = tx.send(work());
+            let permit = self;
+            let result = work();
+            // Free the place before answering: a caller that sends its
+            // next job on the answer must find it free.
+            drop(permit);
+            let _ = tx.send(result);
         })?;
         Ok(rx)
     }
@@ -128,11 +132,7 @@ mod tests {
         for done in started {
             assert!(!done.recv().unwrap());
         }
-        // The permits go with the threads' ends, just after the answers.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while offload.running() > 0 && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
-        }
+        // Each place is free before its answer is sent.
         assert_eq!(offload.running(), 0);
         let permit = offload.reserve().unwrap();
         drop(permit);

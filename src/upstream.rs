@@ -25,7 +25,7 @@ use monoio::time::Instant;
 pub use endpoint::{EndpointError, EngineEndpoint};
 pub use exchange::Exchange;
 
-use crate::net::h1::ResponseHead;
+use crate::net::h1::{Coding, ResponseHead};
 pub use crate::stats::Failure;
 
 /// Idle connections kept per worker.
@@ -297,6 +297,14 @@ impl EngineClient {
         buf.clear();
         loop {
             match ResponseHead::parse(buf, MAX_HEAD, false, false) {
+                // Only gzip is inflated; anything else would be passed on
+                // still encoded.
+                Ok(Some(head)) if head.coding == Coding::Other => {
+                    return Err(Start::Failed(UpstreamError::Protocol {
+                        url: url.clone(),
+                        reason: "unsupported content-encoding".into(),
+                    }));
+                }
                 Ok(Some(head)) => return Ok(Started { stream, head }),
                 Ok(None) => {}
                 Err(e) => {

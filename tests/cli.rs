@@ -98,7 +98,7 @@ fn unresolvable_listen_host_is_a_usage_error() {
 /// A standard prefix that cannot start a metric name is refused at start.
 #[test]
 fn bad_metric_prefix_is_a_usage_error() {
-    for bad in ["9x", "kthena-x", "matrixinfer_runtime"] {
+    for bad in ["9x", "kthena-x", "matrixinfer_runtime", "vllm"] {
         let (code, stderr) = run(&vllm_sidecar_args(&["--metric-prefix", bad]), &[]);
         assert_eq!(code, Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("--metric-prefix"), "{bad}: {stderr}");

@@ -834,8 +834,9 @@ fn old_stores_without_listobjectsv2_and_slowdowns_are_handled() {
 }
 
 /// Jobs beyond `--max-concurrent-jobs` are refused with 429 and
-/// `Retry-After`, downloads and LoRA operations alike, and no job is
-/// registered for them; the one running is not disturbed.
+/// `Retry-After`, downloads and LoRA loads alike, and no job is
+/// registered for them; the one running is not disturbed. (Unloads, short
+/// engine calls, have a cap of their own.)
 #[test]
 fn jobs_beyond_the_cap_are_answered_429() {
     // A Hub that accepts and never answers: the first download holds the
@@ -876,10 +877,6 @@ fn jobs_beyond_the_cap_are_answered_429() {
                 "config": config,
             })
             .to_string(),
-        ),
-        (
-            "/v1/unload_lora_adapter",
-            serde_json::json!({ "lora_name": "refused" }).to_string(),
         ),
     ] {
         let refused = post_json(sidecar.addr, path, &body);

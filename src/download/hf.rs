@@ -112,10 +112,14 @@ impl HfRepo {
             true => ("datasets", format!("datasets/{repo}")),
             false => ("models", repo.to_owned()),
         };
-        let token = settings
-            .hf_token
-            .clone()
-            .or_else(|| hf_hub::Cache::from_env().token().map(Secret::new));
+        // The token file is the process's, like `HF_TOKEN`: not for an
+        // endpoint the request chose.
+        let token = settings.hf_token.clone().or_else(|| {
+            (!settings.foreign_hf_endpoint)
+                .then(|| hf_hub::Cache::from_env().token())
+                .flatten()
+                .map(Secret::new)
+        });
 
         let what = format!("{repo}@{revision}");
         let client = HttpClient::new(timeout);

@@ -181,7 +181,7 @@ impl DownloadStats {
     }
 }
 
-/// Downloads and LoRA operations that run at once, at most, by default
+/// Downloads and LoRA loads that run at once, at most, by default
 /// (`--max-concurrent-jobs`); beyond it a request is answered `429` with
 /// `Retry-After` (docs/openapi.yaml).
 pub const MAX_CONCURRENT_JOBS: usize = 16;
@@ -208,7 +208,7 @@ impl Jobs {
         Jobs {
             list: Mutex::default(),
             stats: DownloadStats::default(),
-            offload: Offload::new("download and LoRA", cap),
+            offload: Offload::new("download and LoRA load", cap),
         }
     }
 

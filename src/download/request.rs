@@ -21,6 +21,9 @@ pub const MAX_MAX_WORKERS: usize = 64;
 pub struct Settings {
     /// HuggingFace token.
     pub hf_token: Option<Secret>,
+    /// The request named a HuggingFace endpoint other than the process's:
+    /// the process's token (variable or token file) is not sent there.
+    pub foreign_hf_endpoint: bool,
     /// HuggingFace endpoint (default `https://huggingface.co`).
     pub hf_endpoint: Option<String>,
     /// HuggingFace revision (default `main`).
@@ -76,6 +79,7 @@ impl Settings {
     /// Merges a request's `config` object over the environment.
     fn merge(config: &Map<String, Value>, env: &dyn Environment) -> Result<Settings, RequestError> {
         let mut values: HashMap<&str, String> = HashMap::new();
+        let mut from_request_keys: Vec<&str> = Vec::new();
         for (key, vars, _) in KEYS {
             let from_request = match config.get(*key) {
                 None | Some(Value::Null) => None,
@@ -87,12 +91,25 @@ impl Settings {
                     )));
                 }
             };
+            if from_request.is_some() {
+                from_request_keys.push(*key);
+            }
             if let Some(value) = from_request.or_else(|| vars.iter().find_map(|v| env.var(v))) {
                 values.insert(key, value);
             }
         }
+        // The process's own HuggingFace token goes only to the endpoint the
+        // process was configured with: a request naming another endpoint
+        // brings its own token or none.
+        let foreign_endpoint = from_request_keys.contains(&"hf_endpoint")
+            && values.get("hf_endpoint").map(String::as_str) != env.var("HF_ENDPOINT").as_deref();
+        let own_token = !from_request_keys.contains(&"hf_token");
+        if foreign_endpoint && own_token {
+            values.remove("hf_token");
+        }
         let mut take = |key: &str| values.remove(key);
         Ok(Settings {
+            foreign_hf_endpoint: foreign_endpoint,
             hf_token: take("hf_token").map(Secret::new),
             hf_endpoint: take("hf_endpoint"),
             hf_revision: take("hf_revision"),
@@ -321,6 +338,29 @@ mod tests {
         assert_eq!(s.region.as_deref(), Some("eu-west-1"));
         assert_eq!(s.session_token, Some(Secret::new("st")));
         assert_eq!(s.hf_revision.as_deref(), Some("v1"));
+    }
+
+    /// The process's token never goes to an endpoint the caller chose.
+    #[test]
+    fn the_environment_token_stays_with_the_environment_endpoint() {
+        let env = env(&[
+            ("HF_TOKEN", "process-token"),
+            ("HF_ENDPOINT", "http://hub.internal"),
+        ]);
+        let settings = |config: &str| {
+            let body = format!(r#"{{"source":"org/m","output_dir":"/o","config":{config}}}"#);
+            parse(&body, &env).unwrap().settings
+        };
+        let own = settings("{}");
+        assert_eq!(own.hf_token, Some(Secret::new("process-token")));
+        assert!(!own.foreign_hf_endpoint);
+        let same = settings(r#"{"hf_endpoint":"http://hub.internal"}"#);
+        assert_eq!(same.hf_token, Some(Secret::new("process-token")));
+        let foreign = settings(r#"{"hf_endpoint":"http://attacker.example"}"#);
+        assert_eq!(foreign.hf_token, None);
+        assert!(foreign.foreign_hf_endpoint);
+        let brought = settings(r#"{"hf_endpoint":"http://other.example","hf_token":"its-own"}"#);
+        assert_eq!(brought.hf_token, Some(Secret::new("its-own")));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! means everything below it), and `force_download`.
 //!
 //! A file is taken when it matches an allow pattern (any file, without
-//! them) and no ignore pattern. An allow pattern that matches no file of
+//! them: an empty list is no filter) and no ignore pattern. An allow pattern that matches no file of
 //! the source is an error naming it: a typo must not be an empty success.
 //! Ignore patterns may match nothing (generic lists such as `["*.bin",
 //! "*.pt"]` are common).
@@ -121,12 +121,18 @@ impl Selection {
     }
 }
 
-/// `dir/` means everything below `dir`, as `huggingface_hub` reads it.
+/// `dir/` means everything below `dir`, as `huggingface_hub` reads it;
+/// `**` is fnmatch's `*` (the glob crate would read it as "any
+/// directories, or none").
 fn widen(pattern: &str) -> String {
-    match pattern.ends_with('/') {
-        true => format!("{pattern}*"),
-        false => pattern.to_owned(),
+    let mut pattern = pattern.to_owned();
+    while pattern.contains("**") {
+        pattern = pattern.replace("**", "*");
     }
+    if pattern.ends_with('/') {
+        pattern.push('*');
+    }
+    pattern
 }
 
 fn patterns(config: &Map<String, Value>, key: &'static str) -> Result<Vec<String>, SelectionError> {
@@ -227,6 +233,11 @@ mod tests {
         assert_eq!(
             select(json!({ "allow_patterns": ["[Rr]EADME.md"] }), REPO).unwrap(),
             ["README.md"]
+        );
+        // `**` is `*`: `**/*.json` needs a `/`, as fnmatch reads it.
+        assert_eq!(
+            select(json!({ "allow_patterns": ["**/*.json"] }), REPO).unwrap(),
+            ["original/params.json"]
         );
         // Case-sensitive, as fnmatch on Linux.
         assert!(select(json!({ "allow_patterns": ["readme.md"] }), REPO).is_err());

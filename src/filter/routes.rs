@@ -123,4 +123,8 @@ impl FamilySink for Routed<'_> {
     fn output(&mut self) -> &mut Vec<u8> {
         self.out
     }
+
+    fn end_of_lines(&mut self) {
+        self.routes.end_of_body();
+    }
 }

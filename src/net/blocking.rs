@@ -97,8 +97,8 @@ impl HttpClient {
 
     /// Sends a request with a body (sent with `Content-Length`; none when
     /// empty) and reads the response head. A request on a pooled
-    /// connection that the server had closed is sent again on a new one:
-    /// the server never saw it.
+    /// connection that the server had closed while idle (nothing at all
+    /// came back) is sent again on a new one.
     pub fn send(
         &self,
         method: &str,
@@ -224,12 +224,15 @@ fn read_head(
     request: &[u8],
     head_request: bool,
 ) -> Result<ResponseHead, Fault> {
+    // rustls reports a peer that closed without `close_notify` as an
+    // unexpected EOF: on a pooled connection that is a stale one too.
     let stale = |e: &io::Error| {
         matches!(
             e.kind(),
             io::ErrorKind::BrokenPipe
                 | io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::UnexpectedEof
         )
     };
     if let Err(e) = conn

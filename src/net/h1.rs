@@ -33,9 +33,6 @@ pub enum HeadError {
     /// A transfer coding other than `chunked`.
     #[error("unsupported transfer-encoding")]
     TransferEncoding,
-    /// A content coding other than gzip and identity.
-    #[error("unsupported content-encoding")]
-    ContentEncoding,
 }
 
 /// The body is broken or cut short.
@@ -62,6 +59,17 @@ pub enum Framing {
     UntilClose,
 }
 
+/// A body's content coding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// None (absent, empty or `identity`).
+    Identity,
+    /// `gzip` or `x-gzip`.
+    Gzip,
+    /// Anything else (`br`, `zstd`, a list …).
+    Other,
+}
+
 /// What a response head says.
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
@@ -71,8 +79,9 @@ pub struct ResponseHead {
     pub status: u16,
     /// How the body ends.
     pub framing: Framing,
-    /// `Content-Encoding: gzip` (or `x-gzip`).
-    pub gzip: bool,
+    /// What `Content-Encoding` says; the caller decides what it accepts
+    /// (the engine client inflates gzip; downloads keep bytes as stored).
+    pub coding: Coding,
     /// Whether the connection may carry another request after this body.
     pub keep_alive: bool,
     /// Header names (lowercased) and values (trimmed), when asked for.
@@ -124,7 +133,7 @@ impl ResponseHead {
         let mut length: Option<u64> = None;
         let mut transfer_codings = 0usize;
         let mut chunked_last = false;
-        let mut gzip = false;
+        let mut coding = Coding::Identity;
         let mut close = false;
         let mut keep_alive_token = false;
         let mut kept = Vec::new();
@@ -159,11 +168,15 @@ impl ResponseHead {
                     chunked_last = true;
                 }
             } else if header.name.eq_ignore_ascii_case("content-encoding") {
-                if value.eq_ignore_ascii_case(b"gzip") || value.eq_ignore_ascii_case(b"x-gzip") {
-                    gzip = true;
-                } else if !value.is_empty() && !value.eq_ignore_ascii_case(b"identity") {
-                    return Err(HeadError::ContentEncoding);
-                }
+                coding = if value.eq_ignore_ascii_case(b"gzip")
+                    || value.eq_ignore_ascii_case(b"x-gzip")
+                {
+                    Coding::Gzip
+                } else if value.is_empty() || value.eq_ignore_ascii_case(b"identity") {
+                    Coding::Identity
+                } else {
+                    Coding::Other
+                };
             } else if header.name.eq_ignore_ascii_case("connection") {
                 for token in value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -196,7 +209,7 @@ impl ResponseHead {
             len: 0,
             status,
             framing,
-            gzip,
+            coding,
             keep_alive: persistent && !ambiguous && framing != Framing::UntilClose,
             headers: kept,
         })
@@ -382,10 +395,14 @@ mod tests {
         ] {
             assert_eq!(head(bad).unwrap_err(), HeadError::ContentLength, "{bad}");
         }
-        assert_eq!(
-            head("HTTP/1.1 200 OK\r\ncontent-encoding: br\r\n\r\n").unwrap_err(),
-            HeadError::ContentEncoding
-        );
+        for (value, coding) in [
+            ("br", Coding::Other),
+            ("x-gzip", Coding::Gzip),
+            ("identity", Coding::Identity),
+        ] {
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-encoding: {value}\r\n\r\n");
+            assert_eq!(complete(&text).coding, coding, "{value}");
+        }
         assert!(matches!(
             head("SSH-2.0-OpenSSH\r\n\r\n"),
             Err(HeadError::Syntax(_))

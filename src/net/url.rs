@@ -62,8 +62,8 @@ pub enum UrlError {
     /// Not a URL.
     #[error("{text:?} is not a URL ({source})")]
     Syntax {
-        /// The text, which never carries credentials here: callers pass
-        /// endpoints and locations, not signed URLs.
+        /// The text (a redirect's without its query, which may carry a
+        /// signature).
         text: String,
         /// What the parser said.
         #[source]
@@ -138,11 +138,13 @@ impl Url {
             text: base.clone(),
             source,
         })?;
+        // A redirect's query may carry a signature: kept out of errors.
+        let shown = location.split('?').next().unwrap_or_default();
         let joined = base.join(location).map_err(|source| UrlError::Syntax {
-            text: location.to_owned(),
+            text: shown.to_owned(),
             source,
         })?;
-        Url::from_parsed(&joined, location)
+        Url::from_parsed(&joined, shown)
     }
 
     /// The `Host` header value.

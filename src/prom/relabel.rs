@@ -66,6 +66,10 @@ pub trait FamilySink {
     /// The output itself, for what belongs to no family (a held `# EOF`,
     /// the newline after an unterminated last line).
     fn output(&mut self) -> &mut Vec<u8>;
+    /// The engine's lines are over (the standardized copies follow):
+    /// whatever was diverted must end with a newline, so that a copy does
+    /// not run on from an unterminated last line.
+    fn end_of_lines(&mut self) {}
 }
 
 /// Everything to the output.
@@ -206,6 +210,7 @@ impl Relabeler {
             out.output().push(b'\n');
             state.at_line_start = true;
         }
+        out.end_of_lines();
         for copy in &state.copies {
             if copy.rank.is_none() || copy.overflowed {
                 continue;

@@ -85,6 +85,15 @@ pub enum PrefixError {
     /// It would put standard names among the runtime's own.
     #[error("{0:?} would name standard metrics like the runtime's own matrixinfer_runtime_*")]
     Reserved(String),
+    /// A standard name would be an engine's own family (the copy would be
+    /// a second family of the same name, and Prometheus rejects that).
+    #[error("{prefix:?} would name a standard metric {name}, which the engine already exposes")]
+    Collides {
+        /// The prefix.
+        prefix: String,
+        /// The colliding name.
+        name: String,
+    },
 }
 
 /// Checks a `--metric-prefix` (a trailing `:` is allowed and dropped) and
@@ -101,6 +110,22 @@ pub fn check_prefix(prefix: &str) -> Result<String, PrefixError> {
     }
     if bare.starts_with("matrixinfer_runtime") {
         return Err(PrefixError::Reserved(prefix.to_owned()));
+    }
+    for table in [VLLM, SGLANG] {
+        for standard in table {
+            let rest = &standard.name[DEFAULT_PREFIX.len() + 1..];
+            let name = format!("{bare}:{rest}");
+            if table
+                .iter()
+                .flat_map(|s| s.sources.iter())
+                .any(|source| *source == name)
+            {
+                return Err(PrefixError::Collides {
+                    prefix: prefix.to_owned(),
+                    name,
+                });
+            }
+        }
     }
     Ok(bare.to_owned())
 }
@@ -209,6 +234,12 @@ mod tests {
             check_prefix("matrixinfer_runtime"),
             Err(PrefixError::Reserved(_))
         ));
+        for engine in ["vllm", "sglang:"] {
+            assert!(
+                matches!(check_prefix(engine), Err(PrefixError::Collides { .. })),
+                "{engine}"
+            );
+        }
         let kthena = with_prefix(VLLM, "kthena");
         assert_eq!(kthena[1].name, "kthena:num_requests_waiting");
         assert_eq!(kthena[1].sources, VLLM[1].sources);

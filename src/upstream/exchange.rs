@@ -7,7 +7,7 @@ use monoio::time::Instant;
 
 use super::{EngineClient, Prepared, Started, UpstreamError, read_more};
 use crate::http::gzip::GzipDecoder;
-use crate::net::h1::BodyDecoder;
+use crate::net::h1::{BodyDecoder, Coding};
 
 /// One request/response with the engine, its body still to be read.
 pub struct Exchange<'a> {
@@ -38,15 +38,22 @@ impl<'a> Exchange<'a> {
         let Started { stream, head } = started;
         let body = BodyDecoder::new(head.framing);
         let done = body.is_done();
+        // No body (`/health`'s empty 200, a 204): the connection is free now.
+        let stream = match done && head.keep_alive && head.len == buf.len() {
+            true => {
+                client.recycle(stream);
+                None
+            }
+            false => Some(stream),
+        };
         Exchange {
             client,
             prepared,
-            stream: Some(stream),
+            stream,
             buf,
             pos: head.len,
             body,
-            gzip: head
-                .gzip
+            gzip: (head.coding == Coding::Gzip)
                 .then(|| Box::new((GzipDecoder::default(), Vec::new()))),
             keep_alive: head.keep_alive,
             status: head.status,

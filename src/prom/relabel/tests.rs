@@ -435,6 +435,11 @@ impl FamilySink for ByPrefix {
     fn output(&mut self) -> &mut Vec<u8> {
         &mut self.out
     }
+    fn end_of_lines(&mut self) {
+        if self.diverted.last().is_some_and(|&b| b != b'\n') {
+            self.diverted.push(b'\n');
+        }
+    }
 }
 
 impl ByPrefix {
@@ -535,4 +540,34 @@ fn a_histograms_bare_name_starts_a_family_of_its_own() {
     let names: Vec<&str> = sink.seen.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["h", "h"]);
     assert_eq!(sink.out, input.as_bytes());
+}
+
+/// A diverted family whose last line has no newline: the standardized
+/// copies that follow it into the same filter start on a line of their own.
+#[test]
+fn copies_never_run_on_from_an_unterminated_diverted_line() {
+    let input = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 2";
+    for chunk in [1, 5, 1000] {
+        let mut sink = ByPrefix {
+            prefix: "",
+            out: Vec::new(),
+            diverted: Vec::new(),
+            current: false,
+            seen: Vec::new(),
+        };
+        let mut relabeler = Relabeler::new(VLLM);
+        for piece in input.as_bytes().chunks(chunk) {
+            relabeler.feed(piece, &mut sink);
+        }
+        relabeler.finish_body(&mut sink);
+        let diverted = String::from_utf8(sink.diverted).unwrap();
+        assert_eq!(
+            diverted,
+            format!(
+                "{input}\n# TYPE matrixinfer:num_requests_waiting gauge\nmatrixinfer:num_requests_waiting 2\n"
+            ),
+            "chunk {chunk}"
+        );
+        assert!(sink.out.is_empty());
+    }
 }
