@@ -19,5 +19,17 @@ pub mod retry;
 pub mod url;
 
 pub use blocking::{HttpClient, Response};
+
+/// Whether an I/O error on a pooled connection means the peer closed it
+/// while it sat idle (a request sent on it again, on a fresh one, is
+/// safe). rustls reports a close without `close_notify` as an unexpected
+/// EOF, so that counts too.
+pub fn is_stale(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+    )
+}
 pub use retry::RetryPolicy;
 pub use url::{Origin, Url, UrlError};

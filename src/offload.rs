@@ -53,11 +53,6 @@ impl Offload {
         }
     }
 
-    /// The cap.
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
     /// Jobs running now.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)

@@ -26,6 +26,7 @@ pub use endpoint::{EndpointError, EngineEndpoint};
 pub use exchange::Exchange;
 
 use crate::net::h1::{Coding, ResponseHead};
+use crate::net::is_stale;
 pub use crate::stats::Failure;
 
 /// Idle connections kept per worker.
@@ -342,16 +343,6 @@ enum Start {
     /// The connection was dead before any byte of a response came back.
     Stale,
     Failed(UpstreamError),
-}
-
-fn is_stale(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::UnexpectedEof
-    )
 }
 
 /// Appends what the socket has to `buf`.

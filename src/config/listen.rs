@@ -22,16 +22,6 @@ impl Listen {
     }
 }
 
-impl std::fmt::Display for Listen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
 /// Resolves a listen host and port.
 pub fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, ConfigError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');

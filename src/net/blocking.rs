@@ -18,6 +18,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
 use super::h1::{BodyDecoder, ResponseHead};
+use super::is_stale;
 use super::outbound::{self, Route};
 use super::url::{Origin, Url};
 
@@ -224,23 +225,12 @@ fn read_head(
     request: &[u8],
     head_request: bool,
 ) -> Result<ResponseHead, Fault> {
-    // rustls reports a peer that closed without `close_notify` as an
-    // unexpected EOF: on a pooled connection that is a stale one too.
-    let stale = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::UnexpectedEof
-        )
-    };
     if let Err(e) = conn
         .stream
         .write_all(request)
         .and_then(|()| conn.stream.flush())
     {
-        return Err(if stale(&e) {
+        return Err(if is_stale(&e) {
             Fault::Stale
         } else {
             Fault::Io(e)
@@ -261,7 +251,7 @@ fn read_head(
             Ok(0) if conn.buf.is_empty() => return Err(Fault::Stale),
             Ok(0) => return Err(Fault::Io(io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
-            Err(e) if conn.buf.is_empty() && stale(&e) => return Err(Fault::Stale),
+            Err(e) if conn.buf.is_empty() && is_stale(&e) => return Err(Fault::Stale),
             Err(e) => return Err(Fault::Io(e)),
         }
     }

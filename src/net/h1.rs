@@ -223,11 +223,6 @@ impl ResponseHead {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-
-    /// Whether the status is 2xx.
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -266,11 +261,6 @@ impl BodyDecoder {
     /// Whether the whole body has been seen.
     pub fn is_done(&self) -> bool {
         matches!(self.state, BodyState::Done)
-    }
-
-    /// Whether the body ends only when the connection does.
-    pub fn until_close(&self) -> bool {
-        matches!(self.state, BodyState::UntilClose)
     }
 
     /// Hands the payload bytes in `input` to `sink` (possibly in several
