@@ -1,5 +1,5 @@
-//! Model downloads: HuggingFace, S3, OBS or a PVC into a local directory,
-//! fast, resumable and verified.
+//! Model downloads: HuggingFace, ModelScope, S3, OBS or a PVC into a local
+//! directory, fast, resumable and verified.
 //!
 //! The path of a download:
 //!
@@ -7,7 +7,7 @@
 //!   merged over the environment ([`request::DownloadRequest`]);
 //! - [`lock`]: one download at a time per output directory;
 //! - a source lists its files ([`s3::Bucket`], [`hf::HfRepo`],
-//!   [`pvc::Volume`]);
+//!   [`ms::MsRepo`], [`pvc::Volume`]; the hubs share [`hub`]);
 //! - [`fetch`]: the ranged downloader fetches, verifies ([`verify`]) and
 //!   renames them into place, resuming what an earlier run left;
 //! - [`jobs`]: runs downloads beside the server and reports their progress
@@ -21,8 +21,10 @@ pub mod cli;
 pub mod error;
 pub mod fetch;
 pub mod hf;
+pub mod hub;
 pub mod jobs;
 pub mod lock;
+pub mod ms;
 pub mod pvc;
 pub mod request;
 pub mod s3;
@@ -85,6 +87,13 @@ pub fn execute(
             let _lock = lock::DirLock::acquire(dir)?;
             fetch::run(dir, files, &repo, &plan, progress, cancel)
         }
+        Source::ModelScope { repo, revision } => {
+            let (repo, files) =
+                ms::MsRepo::open(repo, revision.as_deref(), &request.settings, IO_TIMEOUT)?;
+            let files = select(files)?;
+            let _lock = lock::DirLock::acquire(dir)?;
+            fetch::run(dir, files, &repo, &plan, progress, cancel)
+        }
         Source::Pvc { path } => {
             let (volume, files) = pvc::Volume::open(path)?;
             let files = select(files)?;
@@ -116,7 +125,7 @@ pub fn preflight(request: &DownloadRequest) -> Result<(), DownloadError> {
         Source::Obs { bucket, .. } => {
             s3::Bucket::new(s3::Flavor::Obs, bucket, &request.settings, IO_TIMEOUT).map(drop)
         }
-        Source::HuggingFace { .. } => Ok(()),
+        Source::HuggingFace { .. } | Source::ModelScope { .. } => Ok(()),
         Source::Pvc { path } => pvc::check_exists(path),
     }
 }

@@ -963,13 +963,7 @@ fn huggingface_sources_in_every_spelling() {
         );
     }
     // The `download` command reads the same spellings.
-    for (i, (source, repo)) in [
-        ("huggingface://acme/tiny-llama", &model),
-        ("hf://datasets/acme/corpus", &dataset),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, (source, repo)) in spellings.iter().enumerate() {
         let out = temp_dir(&format!("hf-command-{i}"));
         let status = Command::new(BIN)
             .args(["download", "--source", source, "--output-dir"])

@@ -68,7 +68,7 @@ pub struct Hub {
     pub expired: Arc<AtomicUsize>,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub fn sha256_hex(data: &[u8]) -> String {
     hex(&sha2::Sha256::digest(data))
 }
 
@@ -83,13 +83,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct Request {
-    path: String,
-    query: String,
-    headers: HashMap<String, String>,
+pub struct Request {
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<Request> {
+pub fn read_request(stream: &mut TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -124,7 +124,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Request> {
     })
 }
 
-fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+pub fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
     respond_at(stream, status, headers, body, 0);
 }
 
@@ -174,7 +174,7 @@ fn error(stream: &mut TcpStream, status: &str, message: &str) {
 }
 
 /// Serves `data` honouring a Range header.
-fn serve_bytes(stream: &mut TcpStream, request: &Request, data: &[u8]) {
+pub fn serve_bytes(stream: &mut TcpStream, request: &Request, data: &[u8]) {
     serve_bytes_at(stream, request, data, 0);
 }
 
@@ -457,7 +457,7 @@ fn hub_request(
     error(stream, "404 Not Found", "Not Found")
 }
 
-fn percent_decode(text: &str) -> String {
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;

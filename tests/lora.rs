@@ -546,3 +546,59 @@ fn adapters_from_huggingface_in_every_spelling() {
         );
     }
 }
+
+/// An adapter from ModelScope (`ms://owner/name[@revision]`), its
+/// endpoint and token from the request's `config`.
+#[test]
+fn adapters_from_modelscope() {
+    use crate::hub::HubFile;
+    use crate::modelscope::{ModelScope, MsRepo};
+    let repo = MsRepo {
+        id: "acme/sql-adapter".into(),
+        revisions: vec!["master".into(), "v2".into()],
+        token: Some("ms-adapter-token".into()),
+        files: vec![
+            HubFile {
+                path: "adapter_config.json".into(),
+                data: br#"{"peft_type":"LORA","r":8}"#.to_vec(),
+                lfs: false,
+                corrupt: false,
+            },
+            HubFile {
+                path: "adapter_model.safetensors".into(),
+                data: noise(512 * 1024 + 3, 8),
+                lfs: true,
+                corrupt: false,
+            },
+        ],
+    };
+    let hub = ModelScope::start(vec![repo.clone()]);
+    let s = setup("vllm-v1", &[], &[]);
+    let config = json!({ "ms_endpoint": hub.endpoint(), "ms_token": "ms-adapter-token" });
+    for (i, source) in ["ms://acme/sql-adapter", "ms://acme/sql-adapter@v2"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("ms-sql-{i}");
+        let out = temp_dir(&format!("lora-ms-{i}")).join(&name);
+        let response = post_json(
+            s.sidecar.addr,
+            "/v1/load_lora_adapter",
+            &load_body(&name, source, &out, json!({ "config": config.to_string() })),
+        );
+        assert_eq!(response.status, 200, "{source}: {}", response.text());
+        for file in &repo.files {
+            assert_eq!(
+                std::fs::read(out.join(&file.path)).unwrap(),
+                file.data,
+                "{source}"
+            );
+        }
+        assert_eq!(
+            engine_report(&s)["loaded"][&name],
+            out.display().to_string(),
+            "{source}"
+        );
+    }
+    assert!(!s.sidecar.log().contains("ms-adapter-token"));
+}

@@ -7,6 +7,8 @@ mod util;
 mod s3;
 // A local HuggingFace Hub and CDN, from the Hub's documented API.
 mod hub;
+// A local ModelScope hub and CDN, from the ModelScope SDK's hub API.
+mod modelscope;
 // A TCP proxy that counts, throttles and cuts; S3 fronts that misbehave.
 mod proxy;
 
@@ -20,6 +22,8 @@ mod container;
 mod download;
 // Sources and disks that fail during a download.
 mod download_faults;
+// ModelScope downloads, beside the real ModelScope SDK.
+mod download_modelscope;
 // Engines that fail: down, slow, 500, truncated, garbage, huge.
 mod faults;
 // WASM filters: the examples' effects, the hostile ones contained.

@@ -16,7 +16,7 @@ use crate::errors;
 /// Options of the `download` command.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
-    /// HuggingFace repo id (namespace/name), s3://bucket/prefix, obs://bucket/prefix or pvc://path.
+    /// hf://namespace/name (or the bare id, huggingface://), ms://owner/name, s3://bucket/prefix, obs://bucket/prefix or pvc://path.
     #[arg(long)]
     pub source: String,
     /// Absolute directory to download into.

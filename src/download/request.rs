@@ -28,6 +28,15 @@ pub struct Settings {
     pub hf_endpoint: Option<String>,
     /// HuggingFace revision (default `main`).
     pub hf_revision: Option<String>,
+    /// ModelScope token.
+    pub ms_token: Option<Secret>,
+    /// The request named a ModelScope endpoint other than the process's:
+    /// the process's token is not sent there.
+    pub foreign_ms_endpoint: bool,
+    /// ModelScope endpoint (default `https://www.modelscope.cn`).
+    pub ms_endpoint: Option<String>,
+    /// ModelScope revision (default `master`).
+    pub ms_revision: Option<String>,
     /// S3/OBS access key id.
     pub access_key: Option<String>,
     /// S3/OBS secret key.
@@ -68,6 +77,15 @@ const KEYS: &[(&str, &[&str], bool)] = &[
     ("hf_token", &["HF_AUTH_TOKEN", "HF_TOKEN"], true),
     ("hf_endpoint", &["HF_ENDPOINT"], false),
     ("hf_revision", &["HF_REVISION"], false),
+    // MODELSCOPE_API_TOKEN, MODELSCOPE_ENDPOINT and MODELSCOPE_DOMAIN are
+    // the ModelScope SDK's own names.
+    ("ms_token", &["MS_TOKEN", "MODELSCOPE_API_TOKEN"], true),
+    (
+        "ms_endpoint",
+        &["MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN"],
+        false,
+    ),
+    ("ms_revision", &["MS_REVISION"], false),
     ("access_key", &["ACCESS_KEY", "AWS_ACCESS_KEY_ID"], false),
     ("secret_key", &["SECRET_KEY", "AWS_SECRET_ACCESS_KEY"], true),
     ("session_token", &["AWS_SESSION_TOKEN"], true),
@@ -98,27 +116,49 @@ impl Settings {
                 values.insert(key, value);
             }
         }
-        // The process's own HuggingFace token goes only to the endpoint the
-        // process was configured with: a request naming another endpoint
-        // brings its own token or none.
-        let foreign_endpoint = from_request_keys.contains(&"hf_endpoint")
-            && values.get("hf_endpoint").map(String::as_str) != env.var("HF_ENDPOINT").as_deref();
-        let own_token = !from_request_keys.contains(&"hf_token");
-        if foreign_endpoint && own_token {
-            values.remove("hf_token");
-        }
+        // The process's own hub token goes only to the endpoint the process
+        // was configured with: a request naming another endpoint brings its
+        // own token or none.
+        let mut foreign = |token: &str, endpoint: &str| {
+            let vars = KEYS.iter().find(|(key, ..)| *key == endpoint).map(|k| k.1);
+            let own_endpoint = vars.and_then(|vars| vars.iter().find_map(|v| env.var(v)));
+            let foreign = from_request_keys.contains(&endpoint)
+                && values.get(endpoint).map(|e| endpoint_url(e))
+                    != own_endpoint.map(|e| endpoint_url(&e));
+            if foreign && !from_request_keys.contains(&token) {
+                values.remove(token);
+            }
+            foreign
+        };
+        let foreign_hf_endpoint = foreign("hf_token", "hf_endpoint");
+        let foreign_ms_endpoint = foreign("ms_token", "ms_endpoint");
         let mut take = |key: &str| values.remove(key);
         Ok(Settings {
-            foreign_hf_endpoint: foreign_endpoint,
+            foreign_hf_endpoint,
             hf_token: take("hf_token").map(Secret::new),
-            hf_endpoint: take("hf_endpoint"),
+            hf_endpoint: take("hf_endpoint").map(|e| endpoint_url(&e)),
             hf_revision: take("hf_revision"),
+            foreign_ms_endpoint,
+            ms_token: take("ms_token").map(Secret::new),
+            ms_endpoint: take("ms_endpoint").map(|e| endpoint_url(&e)),
+            ms_revision: take("ms_revision"),
             access_key: take("access_key"),
             secret_key: take("secret_key").map(Secret::new),
             session_token: take("session_token").map(Secret::new),
             endpoint: take("endpoint"),
             region: take("region"),
         })
+    }
+}
+
+/// An endpoint as a URL: a bare host (ModelScope's `MODELSCOPE_DOMAIN`
+/// holds one) is `https://host`; a trailing `/` is dropped.
+fn endpoint_url(endpoint: &str) -> String {
+    let endpoint = endpoint.trim().trim_end_matches('/');
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
     }
 }
 
@@ -361,6 +401,52 @@ mod tests {
         assert!(foreign.foreign_hf_endpoint);
         let brought = settings(r#"{"hf_endpoint":"http://other.example","hf_token":"its-own"}"#);
         assert_eq!(brought.hf_token, Some(Secret::new("its-own")));
+    }
+
+    /// ModelScope's settings: its own names, then the SDK's; a bare
+    /// `MODELSCOPE_DOMAIN` is an https endpoint; the process's token stays
+    /// with the process's endpoint.
+    #[test]
+    fn modelscope_settings_and_the_sdk_variables() {
+        let settings = |env: &HashMap<String, String>, config: &str| {
+            let body = format!(r#"{{"source":"ms://o/m","output_dir":"/o","config":{config}}}"#);
+            parse(&body, env).unwrap().settings
+        };
+        let sdk = env(&[
+            ("MODELSCOPE_API_TOKEN", "sdk-token"),
+            ("MODELSCOPE_DOMAIN", "www.modelscope.internal/"),
+        ]);
+        let s = settings(&sdk, "{}");
+        assert_eq!(s.ms_token, Some(Secret::new("sdk-token")));
+        assert_eq!(
+            s.ms_endpoint.as_deref(),
+            Some("https://www.modelscope.internal")
+        );
+        assert_eq!(s.ms_revision, None);
+        assert!(!s.foreign_ms_endpoint);
+        let same = settings(&sdk, r#"{"ms_endpoint":"https://www.modelscope.internal"}"#);
+        assert_eq!(same.ms_token, Some(Secret::new("sdk-token")));
+        let foreign = settings(&sdk, r#"{"ms_endpoint":"http://attacker.example"}"#);
+        assert_eq!(foreign.ms_token, None);
+        assert!(foreign.foreign_ms_endpoint);
+
+        let ours = env(&[
+            ("MS_TOKEN", "ms-token"),
+            ("MODELSCOPE_API_TOKEN", "sdk-token"),
+            ("MS_REVISION", "v2"),
+            ("MODELSCOPE_ENDPOINT", "http://ms.local:8080"),
+            ("MODELSCOPE_DOMAIN", "ignored.example"),
+        ]);
+        let s = settings(&ours, "{}");
+        assert_eq!(s.ms_token, Some(Secret::new("ms-token")));
+        assert_eq!(s.ms_revision.as_deref(), Some("v2"));
+        assert_eq!(s.ms_endpoint.as_deref(), Some("http://ms.local:8080"));
+        let s = settings(&ours, r#"{"ms_token":"req","ms_revision":"v3"}"#);
+        assert_eq!(s.ms_token, Some(Secret::new("req")));
+        assert_eq!(s.ms_revision.as_deref(), Some("v3"));
+        // The HuggingFace token is never the ModelScope one.
+        let hf_only = env(&[("HF_TOKEN", "hf")]);
+        assert_eq!(settings(&hf_only, "{}").ms_token, None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A download's `source` field: which kind of source, and where in it.
 //! Every spelling the control planes send parses here: HuggingFace ids
 //! bare or as `hf://` / `huggingface://` (with `@revision`, and
-//! `datasets/`), `s3://`, `obs://` and `pvc://`.
+//! `datasets/`), ModelScope's `ms://`, `s3://`, `obs://` and `pvc://`.
 
 use std::path::PathBuf;
 
@@ -19,6 +19,14 @@ pub enum Source {
         revision: Option<String>,
         /// A dataset repository rather than a model.
         dataset: bool,
+    },
+    /// A ModelScope model repository: `ms://owner/name[@revision]`.
+    ModelScope {
+        /// `owner/name`.
+        repo: String,
+        /// The revision the source names (`@revision`); it beats
+        /// `ms_revision`.
+        revision: Option<String>,
     },
     /// An S3 bucket and key prefix.
     S3 {
@@ -52,7 +60,7 @@ pub enum SourceError {
     PvcPath(String),
     /// A scheme we do not download from.
     #[error(
-        "unsupported scheme {0}://; use hf://, huggingface://, s3://, obs://, pvc:// or a HuggingFace repo id (namespace/name)"
+        "unsupported scheme {0}://; use hf://, huggingface://, ms://, s3://, obs://, pvc:// or a HuggingFace repo id (namespace/name)"
     )]
     Scheme(String),
     /// `hf://` (or `huggingface://`) without a usable repository id or
@@ -61,9 +69,14 @@ pub enum SourceError {
         "{0:?} is not a HuggingFace repository: use hf://namespace/name, hf://namespace/name@revision or hf://datasets/namespace/name"
     )]
     HuggingFace(String),
+    /// `ms://` without a usable `owner/name` or revision.
+    #[error(
+        "{0:?} is not a ModelScope repository: use ms://owner/name or ms://owner/name@revision"
+    )]
+    ModelScope(String),
     /// Neither a URL-like source nor a repository id.
     #[error(
-        "{0:?} is neither hf://, huggingface://, s3://, obs://, pvc:// nor a HuggingFace repo id (namespace/name)"
+        "{0:?} is neither hf://, huggingface://, ms://, s3://, obs://, pvc:// nor a HuggingFace repo id (namespace/name)"
     )]
     Unrecognized(String),
 }
@@ -76,6 +89,9 @@ impl Source {
             .or_else(|| source.strip_prefix("huggingface://"))
         {
             return huggingface(rest).ok_or_else(|| SourceError::HuggingFace(source.to_owned()));
+        }
+        if let Some(rest) = source.strip_prefix("ms://") {
+            return modelscope(rest).ok_or_else(|| SourceError::ModelScope(source.to_owned()));
         }
         if let Some(rest) = source.strip_prefix("s3://") {
             let (bucket, prefix) = bucket_and_prefix(rest)?;
@@ -111,6 +127,7 @@ impl Source {
     pub fn kind(&self) -> SourceKind {
         match self {
             Source::HuggingFace { .. } => SourceKind::HuggingFace,
+            Source::ModelScope { .. } => SourceKind::ModelScope,
             Source::S3 { .. } => SourceKind::S3,
             Source::Obs { .. } => SourceKind::Obs,
             Source::Pvc { .. } => SourceKind::Pvc,
@@ -123,6 +140,8 @@ impl Source {
 pub enum SourceKind {
     /// A HuggingFace repository.
     HuggingFace,
+    /// A ModelScope repository.
+    ModelScope,
     /// An S3 prefix.
     S3,
     /// An OBS prefix.
@@ -133,8 +152,9 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// Every kind, in label order (`kind as usize` indexes it).
-    pub const ALL: [SourceKind; 4] = [
+    pub const ALL: [SourceKind; 5] = [
         SourceKind::HuggingFace,
+        SourceKind::ModelScope,
         SourceKind::S3,
         SourceKind::Obs,
         SourceKind::Pvc,
@@ -144,6 +164,7 @@ impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceKind::HuggingFace => "huggingface",
+            SourceKind::ModelScope => "modelscope",
             SourceKind::S3 => "s3",
             SourceKind::Obs => "obs",
             SourceKind::Pvc => "pvc",
@@ -166,17 +187,23 @@ fn is_repo_id(id: &str) -> bool {
     parts.len() <= 2 && parts.iter().all(|p| is_part(p))
 }
 
-/// What follows `hf://`: `[datasets/|models/]id[@revision]`.
-fn huggingface(rest: &str) -> Option<Source> {
+/// `id[@revision]`; `None` if a revision is given but unusable. A
+/// revision is a branch, tag or commit (`refs/pr/1` too): printable,
+/// without spaces.
+fn with_revision(rest: &str) -> Option<(&str, Option<&str>)> {
     let (id, revision) = match rest.split_once('@') {
         Some((id, revision)) => (id, Some(revision)),
         None => (rest, None),
     };
-    // A revision is a branch, tag or commit (`refs/pr/1` too): printable,
-    // without spaces.
     if revision.is_some_and(|r| r.is_empty() || !r.bytes().all(|b| b.is_ascii_graphic())) {
         return None;
     }
+    Some((id, revision))
+}
+
+/// What follows `hf://`: `[datasets/|models/]id[@revision]`.
+fn huggingface(rest: &str) -> Option<Source> {
+    let (id, revision) = with_revision(rest)?;
     let (dataset, id) = match (id.strip_prefix("datasets/"), id.strip_prefix("models/")) {
         (Some(id), _) => (true, id),
         (None, Some(id)) => (false, id),
@@ -188,6 +215,17 @@ fn huggingface(rest: &str) -> Option<Source> {
         repo: id.to_owned(),
         revision: revision.map(str::to_owned),
         dataset,
+    })
+}
+
+/// What follows `ms://`: `owner/name[@revision]` (ModelScope ids always
+/// have an owner).
+fn modelscope(rest: &str) -> Option<Source> {
+    let (id, revision) = with_revision(rest)?;
+    let id = id.strip_suffix('/').unwrap_or(id);
+    (is_repo_id(id) && id.contains('/')).then(|| Source::ModelScope {
+        repo: id.to_owned(),
+        revision: revision.map(str::to_owned),
     })
 }
 
@@ -260,6 +298,42 @@ mod tests {
         ] {
             assert!(
                 matches!(Source::parse(bad), Err(SourceError::HuggingFace(_))),
+                "{bad}: {:?}",
+                Source::parse(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn modelscope_spellings() {
+        let ms = |repo: &str, revision: Option<&str>| {
+            Ok(Source::ModelScope {
+                repo: repo.into(),
+                revision: revision.map(str::to_owned),
+            })
+        };
+        assert_eq!(
+            Source::parse("ms://Qwen/Qwen3-0.6B"),
+            ms("Qwen/Qwen3-0.6B", None)
+        );
+        assert_eq!(
+            Source::parse("ms://Qwen/Qwen3-0.6B/"),
+            ms("Qwen/Qwen3-0.6B", None)
+        );
+        assert_eq!(
+            Source::parse("ms://Qwen/Qwen3-0.6B@v1.0.0"),
+            ms("Qwen/Qwen3-0.6B", Some("v1.0.0"))
+        );
+        for bad in [
+            "ms://",
+            "ms://gpt2",
+            "ms://a/b/c",
+            "ms://org/m@",
+            "ms://../x",
+            "ms://o/m b",
+        ] {
+            assert!(
+                matches!(Source::parse(bad), Err(SourceError::ModelScope(_))),
                 "{bad}: {:?}",
                 Source::parse(bad)
             );
