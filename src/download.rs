@@ -68,6 +68,9 @@ pub fn execute(
                 s3::Flavor::S3
             };
             let bucket = s3::Bucket::new(flavor, bucket, &request.settings, IO_TIMEOUT)?;
+            let credentials = bucket.credential_source()?;
+            tracing::info!(source = %request.source_text, %credentials, "S3 credentials");
+            let _ = progress.credentials.set(credentials);
             let files = select(bucket.list(prefix)?)?;
             let _lock = lock::DirLock::acquire(dir)?;
             fetch::run(dir, files, &bucket, &plan, progress, cancel)

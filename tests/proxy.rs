@@ -303,3 +303,77 @@ fn short_range(
     std::io::copy(&mut body, &mut client).ok()?;
     Some(())
 }
+
+/// A bucket that lives in `home`, as AWS answers a request signed for
+/// another region: `301 PermanentRedirect` with `x-amz-bucket-region`
+/// (HEAD without a body). Requests signed for `home` pass through to the
+/// real server, which checks their signatures; the front records whether
+/// each carried `x-amz-request-payer: requester`.
+pub struct RegionalS3 {
+    pub addr: SocketAddr,
+    pub redirected: Arc<AtomicUsize>,
+    pub passed: Arc<AtomicUsize>,
+    pub payer_requests: Arc<AtomicUsize>,
+}
+
+impl RegionalS3 {
+    pub fn start(upstream: SocketAddr, home: &'static str) -> RegionalS3 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let redirected = Arc::new(AtomicUsize::new(0));
+        let passed = Arc::new(AtomicUsize::new(0));
+        let payer_requests = Arc::new(AtomicUsize::new(0));
+        let (r, p, q) = (redirected.clone(), passed.clone(), payer_requests.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let (r, p, q) = (r.clone(), p.clone(), q.clone());
+                thread::spawn(move || {
+                    let Some(head) = read_head(&mut client) else {
+                        return;
+                    };
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let lower = text.to_ascii_lowercase();
+                    if lower.contains("\r\nx-amz-request-payer: requester\r\n") {
+                        q.fetch_add(1, SeqCst);
+                    }
+                    if !lower.contains(&format!("/{home}/s3/aws4_request")) {
+                        r.fetch_add(1, SeqCst);
+                        let body = if text.starts_with("HEAD ") {
+                            String::new()
+                        } else {
+                            format!(
+                                "<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message><Endpoint>s3.{home}.amazonaws.com</Endpoint></Error>"
+                            )
+                        };
+                        let raw = format!(
+                            "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {home}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = client.write_all(raw.as_bytes());
+                        return;
+                    }
+                    p.fetch_add(1, SeqCst);
+                    let head = text.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+                    let Ok(mut server) = TcpStream::connect(upstream) else {
+                        return;
+                    };
+                    if server.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = std::io::copy(&mut server, &mut client);
+                });
+            }
+        });
+        RegionalS3 {
+            addr,
+            redirected,
+            passed,
+            payer_requests,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

@@ -3,18 +3,21 @@
 //! `If-Match` on GET; AWS honours it, so by default a thin layer answers
 //! 412 when the object's current ETag differs, as AWS does.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use md5::Digest;
-use s3s::auth::SimpleAuth;
+use s3s::auth::{S3Auth, SecretKey, SimpleAuth};
 use s3s::dto::{
     ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
     ListObjectsInput, ListObjectsOutput, ListObjectsV2Input, ListObjectsV2Output,
@@ -37,13 +40,19 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start(root: &Path) -> io::Result<S3Server> {
-        S3Server::start_with(root, None, true)
+        S3Server::start_with(root, None, true, None)
+    }
+
+    /// A store that accepts only the keys of `keyring`, each until it
+    /// expires.
+    pub fn start_keyring(root: &Path, keyring: Keyring) -> io::Result<S3Server> {
+        S3Server::start_with(root, None, true, Some(keyring))
     }
 
     /// A store that ignores `If-Match`, as s3s-fs and some S3-compatible
     /// stores do.
     pub fn start_unconditional(root: &Path) -> io::Result<S3Server> {
-        S3Server::start_with(root, None, false)
+        S3Server::start_with(root, None, false, None)
     }
 
     /// The same behind TLS with a fresh self-signed certificate for
@@ -66,6 +75,7 @@ impl S3Server {
             root,
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
             true,
+            None,
         )?;
         Ok((server, pem))
     }
@@ -74,6 +84,7 @@ impl S3Server {
         root: &Path,
         tls: Option<tokio_rustls::TlsAcceptor>,
         conditional: bool,
+        keyring: Option<Keyring>,
     ) -> io::Result<S3Server> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root)
@@ -84,7 +95,10 @@ impl S3Server {
                 fs,
                 root: root.to_path_buf(),
             });
-            builder.set_auth(auth);
+            match keyring {
+                Some(keyring) => builder.set_auth(keyring),
+                None => builder.set_auth(auth),
+            }
             builder.build()
         } else {
             let mut builder = S3ServiceBuilder::new(fs);
@@ -130,6 +144,76 @@ impl Drop for S3Server {
         }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Keys a store accepts, each until it expires: the long-lived ones of
+/// the tests and the temporary ones the tests' STS, container endpoint
+/// and IMDS hand out. A request signed with expired keys is refused
+/// `ExpiredToken`, as AWS refuses it, and counted.
+#[derive(Clone, Default)]
+pub struct Keyring {
+    /// Secret and expiry by access key.
+    keys: Arc<Mutex<HashMap<String, Held>>>,
+    /// Requests refused for expired keys.
+    pub expired: Arc<AtomicUsize>,
+    issued: Arc<AtomicUsize>,
+}
+
+type Held = (String, Option<SystemTime>);
+
+/// Keys handed out.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub access: String,
+    pub secret: String,
+    pub session: String,
+    /// RFC 3339, as AWS writes `Expiration`.
+    pub expiration: String,
+}
+
+impl Keyring {
+    /// Long-lived keys.
+    pub fn add(&self, access: &str, secret: &str) {
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(access.into(), (secret.into(), None));
+    }
+
+    /// Temporary keys, valid for `ttl`.
+    pub fn issue(&self, ttl: Duration) -> Issued {
+        let n = self.issued.fetch_add(1, SeqCst);
+        let access = format!("ASIATEMP{n:08}");
+        let secret = format!("temp/secret+{n}-{}", std::process::id());
+        let expires = SystemTime::now() + ttl;
+        self.keys
+            .lock()
+            .unwrap()
+            .insert(access.clone(), (secret.clone(), Some(expires)));
+        Issued {
+            access,
+            secret,
+            session: format!("FwoGZXIvYXdzEXAMPLESESSION{n}"),
+            expiration: aws_smithy_types::DateTime::from(expires)
+                .fmt(aws_smithy_types::date_time::Format::DateTime)
+                .unwrap(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Keyring {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        let found = self.keys.lock().unwrap().get(access_key).cloned();
+        match found {
+            None => Err(s3_error!(InvalidAccessKeyId)),
+            Some((_, Some(expires))) if SystemTime::now() > expires => {
+                self.expired.fetch_add(1, SeqCst);
+                Err(s3_error!(ExpiredToken, "The provided token has expired."))
+            }
+            Some((secret, _)) => Ok(SecretKey::from(secret)),
         }
     }
 }

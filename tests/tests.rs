@@ -9,6 +9,8 @@ mod s3;
 mod hub;
 // A local ModelScope hub and CDN, from the ModelScope SDK's hub API.
 mod modelscope;
+// Local STS, container credentials and IMDSv2, from AWS's documented APIs.
+mod aws;
 // A TCP proxy that counts, throttles and cuts; S3 fronts that misbehave.
 mod proxy;
 
@@ -24,6 +26,8 @@ mod download;
 mod download_faults;
 // ModelScope downloads, beside the real ModelScope SDK.
 mod download_modelscope;
+// S3 with the AWS credential chain, anonymous access, regions, requester-pays.
+mod download_s3_credentials;
 // Engines that fail: down, slow, 500, truncated, garbage, huge.
 mod faults;
 // WASM filters: the examples' effects, the hostile ones contained.

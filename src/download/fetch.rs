@@ -72,6 +72,8 @@ pub struct Progress {
     pub retries: AtomicU64,
     /// Bytes downloaded in this run (not skipped or resumed).
     pub bytes_fetched: AtomicU64,
+    /// What supplied the source's credentials (S3), once known.
+    pub credentials: std::sync::OnceLock<String>,
 }
 
 /// How a download runs.

@@ -80,7 +80,8 @@ impl Job {
     }
 
     /// The status document: `{"id","state","source","output_dir",
-    /// "bytes_done","bytes_total","files_done","files_total","error"}`.
+    /// "bytes_done","bytes_total","files_done","files_total","error"}`,
+    /// and `"credentials"` once an S3 source's are known.
     pub fn status(&self) -> Value {
         let (state, error) = match self.state() {
             State::Running => ("running", Value::Null),
@@ -99,6 +100,9 @@ impl Job {
             "files_total": p.files_total.load(Relaxed),
             "error": error,
         });
+        if let Some(source) = p.credentials.get() {
+            status["credentials"] = json!(source);
+        }
         if let Kind::LoraLoad { lora_name } = &self.kind {
             status["kind"] = json!("lora_load");
             status["lora_name"] = json!(lora_name);

@@ -47,6 +47,28 @@ pub struct Settings {
     pub endpoint: Option<String>,
     /// S3 region.
     pub region: Option<String>,
+    /// Where static S3 keys came from: `request` or `environment` (empty
+    /// without keys).
+    pub keys_from: String,
+    /// Send S3 requests unsigned, whatever credentials are around.
+    pub anonymous: bool,
+    /// `path`, `virtual` or `auto` (virtual on AWS, path elsewhere).
+    pub addressing_style: AddressingStyle,
+    /// Send `x-amz-request-payer: requester` (requester-pays buckets).
+    pub request_payer: bool,
+}
+
+/// How S3 requests name the bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddressingStyle {
+    /// Virtual-hosted on AWS (path-style for names with dots), path-style
+    /// on any other endpoint.
+    #[default]
+    Auto,
+    /// `{endpoint}/{bucket}/{key}`.
+    Path,
+    /// `{bucket}.{endpoint host}/{key}`.
+    Virtual,
 }
 
 /// Where settings come from when the request does not say.
@@ -89,8 +111,13 @@ const KEYS: &[(&str, &[&str], bool)] = &[
     ("access_key", &["ACCESS_KEY", "AWS_ACCESS_KEY_ID"], false),
     ("secret_key", &["SECRET_KEY", "AWS_SECRET_ACCESS_KEY"], true),
     ("session_token", &["AWS_SESSION_TOKEN"], true),
-    ("endpoint", &["ENDPOINT", "AWS_ENDPOINT_URL"], false),
-    ("region", &["AWS_REGION"], false),
+    (
+        "endpoint",
+        &["ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+        false,
+    ),
+    ("region", &["AWS_REGION", "AWS_DEFAULT_REGION"], false),
+    ("addressing_style", &[], false),
 ];
 
 impl Settings {
@@ -132,8 +159,32 @@ impl Settings {
         };
         let foreign_hf_endpoint = foreign("hf_token", "hf_endpoint");
         let foreign_ms_endpoint = foreign("ms_token", "ms_endpoint");
+        let keys_from = match (
+            values.contains_key("access_key"),
+            from_request_keys.contains(&"access_key"),
+        ) {
+            (false, _) => "",
+            (true, true) => "request",
+            (true, false) => "environment",
+        };
+        let addressing_style = match values.get("addressing_style").map(String::as_str) {
+            None | Some("auto") => AddressingStyle::Auto,
+            Some("path") => AddressingStyle::Path,
+            Some("virtual") => AddressingStyle::Virtual,
+            Some(other) => {
+                return Err(RequestError::invalid(format!(
+                    "config.addressing_style must be path, virtual or auto, not {other:?}"
+                )));
+            }
+        };
+        let anonymous = flag(config, "anonymous")?;
+        let request_payer = flag(config, "request_payer")?;
         let mut take = |key: &str| values.remove(key);
         Ok(Settings {
+            keys_from: keys_from.to_owned(),
+            anonymous,
+            addressing_style,
+            request_payer,
             foreign_hf_endpoint,
             hf_token: take("hf_token").map(Secret::new),
             hf_endpoint: take("hf_endpoint").map(|e| endpoint_url(&e)),
@@ -148,6 +199,20 @@ impl Settings {
             endpoint: take("endpoint"),
             region: take("region"),
         })
+    }
+}
+
+/// A boolean `config` key: `true`/`false`, or the same as a string
+/// (string-only configs send it so); absent is `false`.
+fn flag(config: &Map<String, Value>, key: &str) -> Result<bool, RequestError> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") || s.is_empty() => Ok(false),
+        Some(_) => Err(RequestError::invalid(format!(
+            "config.{key} must be true or false"
+        ))),
     }
 }
 

@@ -1,35 +1,39 @@
 //! S3 and OBS: listing a prefix and fetching byte ranges, every request
 //! signed with SigV4 (aws-sigv4) at the moment it is sent.
 //!
-//! Custom endpoints (OBS, MinIO, Ceph, a local server) are addressed
-//! path-style (`{endpoint}/{bucket}/{key}`); AWS itself virtual-hosted
-//! (`https://{bucket}.s3.{region}.amazonaws.com/{key}`) unless the bucket
-//! name has dots. Payloads are `UNSIGNED-PAYLOAD` with
-//! `x-amz-content-sha256`; a session token is sent and signed when given.
-//! Requests go over plain HTTP or rustls, as the endpoint says.
+//! Payloads are `UNSIGNED-PAYLOAD` with `x-amz-content-sha256`; a session
+//! token is sent and signed when there is one. Requests go over plain
+//! HTTP or rustls, as the endpoint says.
 //!
-//! This file is the [`Bucket`] source: addressing from the settings, the
-//! listing's entry point, object metadata by HEAD, and ranged GETs. The
-//! rest lives in sub-modules: `sign` (SigV4, clock-skew correction, URI
-//! encoding), `listing` (ListObjectsV2 and V1 paging, the XML, keys
-//! below the prefix) and `errors` (S3 error bodies and their mapping to
-//! [`DownloadError`]).
+//! This file is the [`Bucket`] source: its settings, the listing's entry
+//! point, object metadata by HEAD, and ranged GETs. The rest lives in
+//! sub-modules: `credentials` (static keys, the AWS credential chain,
+//! refreshing temporary keys), `addressing` (endpoint, path- or
+//! virtual-hosted, region), `sign` (SigV4, clock-skew and region
+//! correction, URI encoding), `listing` (ListObjectsV2 and V1 paging, the
+//! XML, keys below the prefix) and `errors` (S3 error bodies and their
+//! mapping to [`DownloadError`]).
 
+mod addressing;
+pub mod credentials;
 mod errors;
 mod listing;
 mod sign;
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use super::error::DownloadError;
 use super::fetch::{FetchError, Origin, RemoteFile};
-use super::request::{Secret, Settings};
+use super::request::Settings;
 use super::verify::Expect;
 use super::{read_into_sink, transient_status};
+use crate::net::HttpClient;
 use crate::net::RetryPolicy;
-use crate::net::{HttpClient, Url};
+use addressing::Addressing;
+use credentials::Credentials;
 use errors::{Failure, S3Error};
 #[cfg(any(fuzzing, test))]
 pub(crate) use listing::check_listing;
@@ -45,21 +49,13 @@ pub enum Flavor {
     Obs,
 }
 
-struct Keys {
-    access: String,
-    secret: Secret,
-    session: Option<Secret>,
-}
-
 /// A bucket reachable with given settings.
 pub struct Bucket {
     client: HttpClient,
-    /// Scheme and host of every request, and the path before the key.
-    base: Url,
-    /// Path prefix before object keys: `/bucket` (path-style) or empty.
-    key_root: String,
-    region: String,
-    keys: Option<Keys>,
+    addressing: Addressing,
+    credentials: Arc<Credentials>,
+    /// `x-amz-request-payer: requester` on every request.
+    request_payer: bool,
     retry: RetryPolicy,
     name: String,
     /// The store's clock minus ours, in seconds, once a refusal showed
@@ -71,13 +67,15 @@ impl std::fmt::Debug for Bucket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bucket")
             .field("name", &self.name)
-            .field("region", &self.region)
+            .field("addressing", &self.addressing)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
 
 impl Bucket {
-    /// Resolves the endpoint, addressing style, region and credentials.
+    /// Resolves the endpoint, addressing style, region and where the
+    /// credentials come from (nothing is fetched yet).
     pub fn new(
         flavor: Flavor,
         bucket: &str,
@@ -85,19 +83,8 @@ impl Bucket {
         timeout: Duration,
     ) -> Result<Bucket, DownloadError> {
         let scheme = if flavor == Flavor::Obs { "obs" } else { "s3" };
-        let keys = match (&settings.access_key, &settings.secret_key) {
-            (Some(access), Some(secret)) => Some(Keys {
-                access: access.clone(),
-                secret: secret.clone(),
-                session: settings.session_token.clone(),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(DownloadError::BadPath(
-                    "access_key and secret_key must be given together (config or ACCESS_KEY/SECRET_KEY)".into(),
-                ));
-            }
-        };
+        // The AWS chain is AWS's: OBS takes static keys or none.
+        let credentials = Credentials::for_settings(settings, flavor == Flavor::S3)?;
         let endpoint = match (&settings.endpoint, flavor) {
             (Some(endpoint), _) => Some(endpoint.clone()),
             (None, Flavor::Obs) => {
@@ -111,41 +98,33 @@ impl Bucket {
             .region
             .clone()
             .or_else(|| endpoint.as_deref().and_then(region_from_host))
+            .or_else(|| {
+                let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+                credentials::region(&super::request::ProcessEnvironment, home.as_deref())
+            })
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let (base, key_root) = match endpoint {
-            Some(endpoint) => {
-                let endpoint = if endpoint.contains("://") {
-                    endpoint
-                } else {
-                    format!("https://{endpoint}")
-                };
-                let base = Url::parse(endpoint.trim_end_matches('/'))
-                    .map_err(|e| DownloadError::BadPath(format!("endpoint: {e}")))?;
-                let prefix = base.target.trim_end_matches('/').to_owned();
-                (base, format!("{prefix}/{}", uri_encode(bucket, false)))
-            }
-            None if bucket.contains('.') => {
-                let base = Url::parse(&format!("https://s3.{region}.amazonaws.com"))
-                    .map_err(|e| DownloadError::BadPath(format!("region: {e}")))?;
-                (base, format!("/{}", uri_encode(bucket, false)))
-            }
-            None => {
-                let host = format!("https://{bucket}.s3.{region}.amazonaws.com");
-                let base = Url::parse(&host)
-                    .map_err(|e| DownloadError::BadPath(format!("bucket name: {e}")))?;
-                (base, String::new())
-            }
-        };
+        let addressing = Addressing::new(
+            bucket,
+            endpoint.as_deref(),
+            region,
+            settings.addressing_style,
+        )?;
         Ok(Bucket {
             client: HttpClient::new(timeout),
-            base,
-            key_root,
-            region,
-            keys,
+            addressing,
+            credentials,
+            request_payer: settings.request_payer,
             retry: RetryPolicy::default(),
             name: format!("{scheme}://{bucket}"),
             clock_skew: AtomicI64::new(0),
         })
+    }
+
+    /// What supplies the keys, for the status and the log; resolving it
+    /// may ask the credential provider (it fails here, before any file).
+    pub fn credential_source(&self) -> Result<String, DownloadError> {
+        self.credentials.keys()?;
+        Ok(self.credentials.source().to_owned())
     }
 
     /// Lists the objects under `prefix`, keeping the folder structure
@@ -256,7 +235,7 @@ impl Bucket {
     }
 
     fn object_path(&self, key: &str) -> String {
-        format!("{}/{}", self.key_root, uri_encode(key, true))
+        format!("{}/{}", self.addressing.key_root(), uri_encode(key, true))
     }
 }
 
@@ -335,33 +314,15 @@ mod tests {
     }
 
     #[test]
-    fn addressing() {
+    fn settings() {
         let settings = Settings {
             endpoint: Some("http://127.0.0.1:9000".into()),
             access_key: Some("a".into()),
-            secret_key: Some(Secret::new("s")),
+            secret_key: Some(crate::secret::Secret::new("s")),
             ..Settings::default()
         };
         let bucket = Bucket::new(Flavor::S3, "models", &settings, Duration::from_secs(1)).unwrap();
         assert_eq!(bucket.object_path("a b/c"), "/models/a%20b/c");
-        assert_eq!(bucket.base.host_header(), "127.0.0.1:9000");
-        let aws = Bucket::new(
-            Flavor::S3,
-            "models",
-            &Settings::default(),
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        assert_eq!(aws.base.host_header(), "models.s3.us-east-1.amazonaws.com");
-        assert_eq!(aws.object_path("k"), "/k");
-        let dotted = Bucket::new(
-            Flavor::S3,
-            "my.models",
-            &Settings::default(),
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        assert_eq!(dotted.object_path("k"), "/my.models/k");
         let obs = Bucket::new(
             Flavor::Obs,
             "b",

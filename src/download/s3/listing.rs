@@ -88,10 +88,11 @@ impl Bucket {
 
     fn list_page(&self, query: &[(&str, &str)]) -> Result<ListBucketResult, ListError> {
         let query = build_query(query);
-        let path = if self.key_root.is_empty() {
+        let key_root = self.addressing.key_root();
+        let path = if key_root.is_empty() {
             "/".to_owned()
         } else {
-            self.key_root.clone()
+            key_root.to_owned()
         };
         let mut attempt = 0;
         loop {

@@ -13,8 +13,10 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
-use super::errors::Failure;
-use super::{Bucket, Keys};
+use super::Bucket;
+use super::credentials::CredentialError;
+use super::credentials::Keys;
+use super::errors::{Failure, S3Error};
 use crate::download::error::DownloadError;
 use crate::net::{Response, Url};
 
@@ -23,48 +25,96 @@ use crate::net::{Response, Url};
 const SKEW_SUSPECT: Duration = Duration::from_secs(4 * 60);
 
 impl Bucket {
-    /// Signs (now: every retry gets a fresh signature) and sends. A 403
-    /// that comes with a `Date` far from our clock is a signature refused
-    /// for its time (`RequestTimeTooSkewed`, "Request has expired"): as
-    /// the AWS SDKs do, the request is signed again with the store's time
-    /// and sent once more.
+    /// Signs (now: every retry gets a fresh signature, with keys that are
+    /// fresh too) and sends. Three refusals are put right and the request
+    /// sent once more, as the AWS SDKs do:
+    ///
+    /// - a 403 with a `Date` far from our clock is a signature refused for
+    ///   its time (`RequestTimeTooSkewed`, "Request has expired"): signed
+    ///   again with the store's time;
+    /// - an answer naming another region in `x-amz-bucket-region` (301
+    ///   `PermanentRedirect`, 400 `AuthorizationHeaderMalformed`): sent
+    ///   there, and every later request too;
+    /// - temporary keys the store calls expired (`ExpiredToken`) before our
+    ///   clock does: fetched again.
     pub(super) fn send(
         &self,
         method: &str,
         path_and_query: &str,
         extra: &[(String, String)],
     ) -> Result<Response<'_>, Failure> {
-        let url = Url::from_parts(self.base.origin.clone(), path_and_query.to_owned());
-        let mut corrected = false;
+        let (mut corrected, mut moved, mut refreshed) = (false, false, false);
         loop {
+            let target = self.addressing.target();
+            let url = Url::from_parts(target.base.origin.clone(), path_and_query.to_owned());
             let mut headers: Vec<(String, String)> = extra.to_vec();
-            if let Some(keys) = &self.keys {
+            if self.request_payer {
+                headers.push(("x-amz-request-payer".into(), "requester".into()));
+            }
+            let keys = self.credentials.keys().map_err(|e| match e {
+                CredentialError::Refused(_) => Failure::Fatal(e.into()),
+                CredentialError::Unavailable(_) => Failure::Transient(e.to_string()),
+            })?;
+            if let Some(keys) = &keys {
                 let signed = self
-                    .sign(keys, method, &url, extra)
+                    .sign(keys, &target.region, method, &url, &headers)
                     .map_err(Failure::Fatal)?;
                 headers.extend(signed);
             }
-            let response = self
+            let mut response = self
                 .client
                 .request(method, &url, &headers)
                 .map_err(|e| Failure::Transient(e.to_string()))?;
-            if response.status != 403 || self.keys.is_none() || corrected {
-                return Ok(response);
-            }
-            let Some(skew) = response
-                .header("date")
-                .and_then(|date| skew_from(date, SystemTime::now()))
-            else {
-                return Ok(response);
-            };
-            corrected = true;
-            if self.clock_skew.swap(skew, Relaxed) != skew {
+            let status = response.status;
+            if !moved
+                && matches!(status, 301 | 307 | 400 | 403)
+                && let Some(region) = response.header("x-amz-bucket-region").map(str::to_owned)
+                && self.addressing.move_to(&region).map_err(Failure::Fatal)?
+            {
+                moved = true;
                 tracing::warn!(
                     store = %self.name,
-                    skew_seconds = skew,
-                    "this machine's clock differs from the store's; signing with the store's time (check NTP)"
+                    from = %target.region,
+                    to = %region,
+                    "the bucket is in another region than assumed; going on there (set region to skip this)"
                 );
+                continue;
             }
+            let Some(keys) = keys else {
+                return Ok(response);
+            };
+            if status == 403
+                && !corrected
+                && let Some(skew) = response
+                    .header("date")
+                    .and_then(|date| skew_from(date, SystemTime::now()))
+            {
+                corrected = true;
+                if self.clock_skew.swap(skew, Relaxed) != skew {
+                    tracing::warn!(
+                        store = %self.name,
+                        skew_seconds = skew,
+                        "this machine's clock differs from the store's; signing with the store's time (check NTP)"
+                    );
+                }
+                continue;
+            }
+            if !matches!(status, 400 | 403) || refreshed || keys.expires.is_none() {
+                return Ok(response);
+            }
+            // Temporary keys refused: expired early, or a real refusal.
+            if method != "HEAD" {
+                let error = S3Error::parse(&response.text(4096).unwrap_or_default());
+                if !matches!(
+                    error.code.as_str(),
+                    "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken"
+                ) {
+                    return Err(Failure::Fatal(self.error(status, &error, "")));
+                }
+            }
+            refreshed = true;
+            self.credentials.expire();
+            tracing::info!(store = %self.name, source = %self.credentials.source(), "the store refused the temporary credentials; fetching new ones");
         }
     }
 
@@ -82,10 +132,45 @@ impl Bucket {
     pub(super) fn sign(
         &self,
         keys: &Keys,
+        region: &str,
         method: &str,
         url: &Url,
         extra: &[(String, String)],
     ) -> Result<Vec<(String, String)>, DownloadError> {
+        let signing = Signing {
+            keys,
+            region,
+            service: "s3",
+            time: self.signing_time(),
+        };
+        signing.sign(method, url, extra, None)
+    }
+}
+
+/// What a SigV4 signature is made with.
+pub struct Signing<'a> {
+    /// The keys.
+    pub keys: &'a Keys,
+    /// The region signed for.
+    pub region: &'a str,
+    /// The service signed for (`s3`, `sts`).
+    pub service: &'a str,
+    /// The moment signed for.
+    pub time: SystemTime,
+}
+
+impl Signing<'_> {
+    /// The headers that sign a request: `authorization`, `x-amz-date`,
+    /// `x-amz-content-sha256` (`UNSIGNED-PAYLOAD` without `body`) and the
+    /// session token.
+    pub fn sign(
+        &self,
+        method: &str,
+        url: &Url,
+        extra: &[(String, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Vec<(String, String)>, DownloadError> {
+        let keys = self.keys;
         let identity: Identity = Credentials::new(
             &keys.access,
             keys.secret.expose(),
@@ -100,9 +185,9 @@ impl Bucket {
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region(&self.region)
-            .name("s3")
-            .time(self.signing_time())
+            .region(self.region)
+            .name(self.service)
+            .time(self.time)
             .settings(settings)
             .build()
             .map_err(|e| DownloadError::Source(format!("cannot sign: {e}")))?
@@ -111,13 +196,12 @@ impl Bucket {
         let uri = url.to_string();
         let mut headers: Vec<(&str, &str)> = vec![("host", host.as_str())];
         headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let request = SignableRequest::new(
-            method,
-            uri,
-            headers.into_iter(),
-            SignableBody::UnsignedPayload,
-        )
-        .map_err(|e| DownloadError::Source(format!("cannot sign: {e}")))?;
+        let body = match body {
+            Some(bytes) => SignableBody::Bytes(bytes),
+            None => SignableBody::UnsignedPayload,
+        };
+        let request = SignableRequest::new(method, uri, headers.into_iter(), body)
+            .map_err(|e| DownloadError::Source(format!("cannot sign: {e}")))?;
         let (instructions, _) = sign(request, &params)
             .map_err(|e| DownloadError::Source(format!("cannot sign: {e}")))?
             .into_parts();
@@ -194,9 +278,16 @@ mod tests {
         };
         let bucket = Bucket::new(Flavor::S3, "models", &settings, Duration::from_secs(1)).unwrap();
         let url = Url::parse("http://127.0.0.1:9000/models/a%20b?x-id=GetObject").unwrap();
-        let keys = bucket.keys.as_ref().unwrap();
+        let keys = bucket.credentials.keys().unwrap().unwrap();
+        let keys = keys.as_ref();
         let headers = bucket
-            .sign(keys, "GET", &url, &[("range".into(), "bytes=0-9".into())])
+            .sign(
+                keys,
+                "eu-west-1",
+                "GET",
+                &url,
+                &[("range".into(), "bytes=0-9".into())],
+            )
             .unwrap();
         let get = |name: &str| {
             headers
@@ -224,7 +315,13 @@ mod tests {
         // Signed again, later: a new date, a new signature.
         std::thread::sleep(Duration::from_millis(1100));
         let again = bucket
-            .sign(keys, "GET", &url, &[("range".into(), "bytes=0-9".into())])
+            .sign(
+                keys,
+                "eu-west-1",
+                "GET",
+                &url,
+                &[("range".into(), "bytes=0-9".into())],
+            )
             .unwrap();
         assert_ne!(again, headers);
         assert!(!format!("{bucket:?}").contains("wJalr"));
