@@ -168,7 +168,11 @@ fn serve(
         if name == "content-length" {
             length = String::from_utf8_lossy(h.value).parse().unwrap_or(0);
         }
-        upstream.push_str(&format!("{}: {}\r\n", h.name, String::from_utf8_lossy(h.value)));
+        upstream.push_str(&format!(
+            "{}: {}\r\n",
+            h.name,
+            String::from_utf8_lossy(h.value)
+        ));
     }
     upstream.push_str("connection: close\r\n\r\n");
     let mut body = vec![0u8; length];
@@ -226,9 +230,10 @@ impl PrivateCa {
     /// A server configuration with a certificate for `names`.
     fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
+        let params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());

@@ -28,8 +28,16 @@ fn store(name: &str) -> S3Server {
     let server = S3Server::start(&temp_dir(name)).unwrap();
     server.put("models", "small/config.json", br#"{"model_type":"llama"}"#);
     server.put("models", "small/weights.bin", &noise(20 * MIB + 3, 21));
-    server.put("adapters", "math/adapter_config.json", br#"{"peft_type":"LORA"}"#);
-    server.put("adapters", "math/adapter_model.safetensors", &noise(MIB, 22));
+    server.put(
+        "adapters",
+        "math/adapter_config.json",
+        br#"{"peft_type":"LORA"}"#,
+    );
+    server.put(
+        "adapters",
+        "math/adapter_model.safetensors",
+        &noise(MIB, 22),
+    );
     server
 }
 
@@ -161,7 +169,12 @@ fn an_https_hub_mirror_is_trusted_through_ssl_cert_file_alone() {
     let download = |ssl_cert_file: &Path, name: &str| {
         let out = temp_dir(name);
         let output = std::process::Command::new(BIN)
-            .args(["download", "--source", "hf://acme/tiny-llama", "--output-dir"])
+            .args([
+                "download",
+                "--source",
+                "hf://acme/tiny-llama",
+                "--output-dir",
+            ])
             .arg(&out)
             .args(["--config", &json!({ "hf_endpoint": endpoint }).to_string()])
             .env("SSL_CERT_FILE", ssl_cert_file)

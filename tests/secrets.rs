@@ -297,7 +297,9 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     // The downloads went through the proxy, with its password.
     let forwarded = proxy.forwarded();
     assert!(
-        forwarded.iter().any(|f| f.contains("/models/llama/config.json"))
+        forwarded
+            .iter()
+            .any(|f| f.contains("/models/llama/config.json"))
             && forwarded.iter().any(|f| f.contains("/acme/private-model/")),
         "{forwarded:?}"
     );

@@ -197,9 +197,16 @@ impl HttpClient {
                 None => self.connect(&url.origin, route)?,
             };
             match read_head(&mut conn, &head, method == "HEAD") {
-                Ok(parsed) if parsed.status == 407 && forwarded.is_some() => {
-                    let proxy = forwarded.unwrap_or_else(|| unreachable!());
-                    return Err(refused(proxy, &format!("{method} {}", url.host_header()), 407));
+                // The proxy's own refusal, not the origin's answer.
+                Ok(parsed)
+                    if parsed.status == 407
+                        && let Some(proxy) = forwarded =>
+                {
+                    return Err(refused(
+                        proxy,
+                        &format!("{method} {}", url.host_header()),
+                        407,
+                    ));
                 }
                 Ok(parsed) => {
                     let mut response = Response {
@@ -303,7 +310,8 @@ fn tunnel(tcp: &mut TcpStream, proxy: &Proxy, origin: &Origin) -> io::Result<()>
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
-    let broken = |e: io::Error| io::Error::new(e.kind(), format!("proxy {proxy}: CONNECT {authority}: {e}"));
+    let broken =
+        |e: io::Error| io::Error::new(e.kind(), format!("proxy {proxy}: CONNECT {authority}: {e}"));
     tcp.write_all(request.as_bytes()).map_err(broken)?;
     // The proxy says nothing more until the TLS handshake starts, so what
     // is read here is the answer's head (and, after a refusal, its body).

@@ -52,7 +52,11 @@ impl fmt::Display for Proxy {
         } else {
             self.origin.host.clone()
         };
-        write!(f, "http://{host}:{} (from {})", self.origin.port, self.variable)
+        write!(
+            f,
+            "http://{host}:{} (from {})",
+            self.origin.port, self.variable
+        )
     }
 }
 
@@ -105,7 +109,11 @@ impl Proxies {
         if self.no_proxy.iter().any(|rule| rule.matches(origin)) {
             return Ok(None);
         }
-        let chosen = if origin.https { &self.https } else { &self.http };
+        let chosen = if origin.https {
+            &self.https
+        } else {
+            &self.http
+        };
         match chosen {
             None => Ok(None),
             Some(Ok(proxy)) => Ok(Some(proxy)),
@@ -175,7 +183,9 @@ impl Rule {
 fn in_block(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(bits.min(32)))
+                .unwrap_or(0);
             u32::from(ip) & mask == u32::from(net) & mask
         }
         (IpAddr::V6(ip), IpAddr::V6(net)) => {

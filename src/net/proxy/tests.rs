@@ -26,7 +26,10 @@ fn via(p: &Proxies, url: &str) -> String {
 
 #[test]
 fn variables_are_read_as_curl_reads_them() {
-    let p = proxies(&[("HTTPS_PROXY", "http://up:3128"), ("HTTP_PROXY", "http://h:1")]);
+    let p = proxies(&[
+        ("HTTPS_PROXY", "http://up:3128"),
+        ("HTTP_PROXY", "http://h:1"),
+    ]);
     assert_eq!(via(&p, "https://s3.amazonaws.com/b"), "up:3128");
     // httpoxy: the upper-case form is ignored for http://.
     assert_eq!(via(&p, "http://s3.local/b"), "direct");
@@ -42,7 +45,10 @@ fn variables_are_read_as_curl_reads_them() {
     assert_eq!(via(&p, "http://x/"), "all:4");
     assert_eq!(via(&proxies(&[]), "https://x/"), "direct");
     // No port: curl's 1080; no scheme: http.
-    assert_eq!(via(&proxies(&[("https_proxy", "corp")]), "https://x/"), "corp:1080");
+    assert_eq!(
+        via(&proxies(&[("https_proxy", "corp")]), "https://x/"),
+        "corp:1080"
+    );
     let p = proxies(&[("https_proxy", "http://[fd00::1]:8080/")]);
     assert_eq!(via(&p, "https://x/"), "fd00::1:8080");
 }
@@ -86,7 +92,10 @@ fn no_proxy_names_suffixes_addresses_blocks_and_ports() {
     assert_eq!(via(&all, "https://anything/"), "direct");
     // The lower-case form wins, as in curl.
     let p = proxies(&[("https_proxy", "p:1"), ("no_proxy", "a"), ("NO_PROXY", "b")]);
-    assert_eq!((via(&p, "https://a/"), via(&p, "https://b/")), ("direct".into(), "p:1".into()));
+    assert_eq!(
+        (via(&p, "https://a/"), via(&p, "https://b/")),
+        ("direct".into(), "p:1".into())
+    );
 }
 
 #[test]
@@ -104,12 +113,21 @@ fn credentials_are_decoded_sent_as_basic_and_never_shown() {
         format!("{p:?}"),
         p.describe(),
     ] {
-        assert!(!shown.contains("w0rd") && !shown.contains("%3Aw0rd"), "{shown}");
+        assert!(
+            !shown.contains("w0rd") && !shown.contains("%3Aw0rd"),
+            "{shown}"
+        );
     }
     assert_eq!(proxy.to_string(), "http://proxy:3128 (from https_proxy)");
     let user_only = proxies(&[("https_proxy", "http://user@proxy:1")]);
-    let proxy = user_only.for_origin(&origin("https://x/")).unwrap().unwrap();
-    assert_eq!(proxy.authorization.as_ref().unwrap().expose(), "Basic dXNlcjo=");
+    let proxy = user_only
+        .for_origin(&origin("https://x/"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        proxy.authorization.as_ref().unwrap().expose(),
+        "Basic dXNlcjo="
+    );
 }
 
 #[test]
