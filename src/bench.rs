@@ -303,7 +303,8 @@ fn start_download(addr: SocketAddr, body: &str, run: usize) -> Result<(), BoxErr
     body["output_dir"] = dir.display().to_string().into();
     body["async_download"] = true.into();
     let url = Url::parse(&format!("http://{addr}/v1/download_model"))?;
-    let client = HttpClient::new(Duration::from_secs(30));
+    // The sidecar under test, on this machine: never through a proxy.
+    let client = HttpClient::direct(Duration::from_secs(30));
     let headers = [("content-type".to_owned(), "application/json".to_owned())];
     let mut response = client.send("POST", &url, &headers, body.to_string().as_bytes())?;
     let status = response.status;
@@ -318,7 +319,7 @@ fn start_download(addr: SocketAddr, body: &str, run: usize) -> Result<(), BoxErr
 fn download_state(addr: SocketAddr) -> String {
     let fetch = || -> Result<String, BoxError> {
         let url = Url::parse(&format!("http://{addr}/v1/downloads"))?;
-        let client = HttpClient::new(Duration::from_secs(10));
+        let client = HttpClient::direct(Duration::from_secs(10));
         let text = client.request("GET", &url, &[])?.text(1 << 20)?;
         let jobs: serde_json::Value = serde_json::from_str(&text)?;
         let states: Vec<String> = jobs["downloads"]

@@ -99,7 +99,9 @@ impl Lora {
         Ok(Lora {
             engine,
             base: Url::parse(base_url)?,
-            client: HttpClient::new(timeout),
+            // The engine is in the same Pod: its calls never go through
+            // HTTPS_PROXY/http_proxy (the adapters' sources do, in jobs).
+            client: HttpClient::direct(timeout),
             jobs,
             retry_window: ENGINE_RETRY_WINDOW,
             names: NameLocks::default(),

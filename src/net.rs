@@ -7,7 +7,8 @@
 //!   LoRA engine calls use;
 //! - [`retry`]: the one backoff policy;
 //! - [`outbound`]: the decisions every outbound connection obeys (TLS
-//!   trust, route).
+//!   trust, route);
+//! - [`proxy`]: the proxy variables, read as curl reads them.
 //!
 //! Domains (downloads, LoRA, the KV bridge) build on this module; nothing
 //! here knows about them.
@@ -15,6 +16,7 @@
 pub mod blocking;
 pub mod h1;
 pub mod outbound;
+pub mod proxy;
 pub mod retry;
 pub mod url;
 

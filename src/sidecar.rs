@@ -193,6 +193,10 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, Sta
     })?;
     stats.set_drivers(workers.drivers().to_vec());
     report_drivers(config.io_driver, workers.drivers());
+    let proxies = crate::net::outbound::proxies();
+    if !proxies.is_direct() {
+        tracing::info!("outbound proxies: {}", proxies.describe());
+    }
     tracing::info!(
         engine = %config.engine,
         engine_url = %config.endpoint.base_url,

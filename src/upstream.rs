@@ -8,6 +8,10 @@
 //! whole payload. Every exchange is bounded by `REQUEST_TIMEOUT`. The
 //! protocol itself (the response head, the body's framing) is
 //! [`crate::net::h1`], shared with the blocking client.
+//!
+//! It connects straight to the engine, whatever `HTTPS_PROXY`/`http_proxy`
+//! say: the engine is in the same Pod, so the outbound proxy policy of
+//! [`crate::net::outbound`] is not for it.
 
 mod endpoint;
 mod exchange;

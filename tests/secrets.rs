@@ -1,11 +1,15 @@
 //! No secret in anything a whole run shows: one sidecar, logging at its
 //! most verbose, does every kind of work with known secrets (API token,
 //! S3 secret key and session token, HuggingFace tokens from a request and
-//! from the environment, wrong secrets too), succeeding and failing; then
+//! from the environment, the password of the proxy every download goes
+//! through, wrong secrets too), succeeding and failing; then
 //! every log line, answer (status, headers, body), status listing and
 //! metric it produced is searched for every secret.
 
+use base64::Engine as _;
+
 use crate::download::{MIB, bucket, download_body, hub_repo};
+use crate::forward_proxy::ForwardProxy;
 use crate::hub::Hub;
 use crate::s3::{ACCESS_KEY, SECRET_KEY};
 use crate::util::*;
@@ -16,6 +20,11 @@ const WRONG_SECRET: &str = "wrong-S3-secret-0c4f1a";
 const HF_TOKEN: &str = "hf_private_token";
 const HF_ENV_TOKEN: &str = "hf_ENV-token-9b2e";
 const HF_WRONG_TOKEN: &str = "hf_WRONG-token-77aa";
+const PROXY_USER: &str = "fleet";
+const PROXY_PASSWORD: &str = "proxy/PASS:9e1f";
+/// The same, as written in the proxy URL.
+const PROXY_PASSWORD_URL: &str = "proxy%2FPASS%3A9e1f";
+const PROXY_WRONG_PASSWORD: &str = "proxy-WRONG-pass-41c2";
 
 /// Everything a client saw of one answer.
 fn seen(response: &Response) -> String {
@@ -52,10 +61,14 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     let public = hub_repo(None, false);
     let hub = Hub::start(vec![private, public]);
     let engine = Engine::flavor("vllm-v1").start();
+    // Every download and LoRA source goes through a proxy that wants a
+    // password.
+    let proxy = ForwardProxy::start(PROXY_USER, PROXY_PASSWORD);
     let sidecar = Sidecar::new("vllm", engine.addr)
         .env("MATRIXINFER_LOG", "trace")
         .env("MATRIXINFER_API_TOKEN", API_TOKEN)
         .env("HF_TOKEN", HF_ENV_TOKEN)
+        .env("http_proxy", &proxy.url(PROXY_USER, PROXY_PASSWORD_URL))
         .start();
     let endpoint = fixture.server.endpoint();
     let hub_config = |token: Option<&str>| {
@@ -215,6 +228,20 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         .output()
         .unwrap();
     assert_eq!(cli.status.code(), Some(1));
+    let cli_wrong_proxy = std::process::Command::new(BIN)
+        .args(["download", "--source", "s3://models/llama", "--output-dir"])
+        .arg(out("cli-proxy"))
+        .args(["--config", &s3(&endpoint, SECRET_KEY)])
+        .env("MATRIXINFER_LOG", "trace")
+        .env("http_proxy", proxy.url(PROXY_USER, PROXY_WRONG_PASSWORD))
+        .output()
+        .unwrap();
+    assert_eq!(cli_wrong_proxy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&cli_wrong_proxy.stderr).contains("407"),
+        "{}",
+        String::from_utf8_lossy(&cli_wrong_proxy.stderr)
+    );
 
     let mut everything: Vec<(String, String)> = answers
         .iter()
@@ -226,6 +253,14 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         String::from_utf8_lossy(&help.stdout).into(),
     ));
     everything.push(("the download command".into(), format!("{cli:?}")));
+    everything.push((
+        "the download command with a wrong proxy password".into(),
+        format!("{cli_wrong_proxy:?}"),
+    ));
+    let basic = |password: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("{PROXY_USER}:{password}"))
+    };
+    let (proxy_basic, proxy_wrong_basic) = (basic(PROXY_PASSWORD), basic(PROXY_WRONG_PASSWORD));
     let secrets = [
         API_TOKEN,
         SECRET_KEY,
@@ -234,6 +269,11 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         HF_TOKEN,
         HF_ENV_TOKEN,
         HF_WRONG_TOKEN,
+        PROXY_PASSWORD,
+        PROXY_PASSWORD_URL,
+        PROXY_WRONG_PASSWORD,
+        &proxy_basic,
+        &proxy_wrong_basic,
     ];
     let mut leaks = Vec::new();
     for (what, text) in &everything {
@@ -254,4 +294,13 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     assert!(all.contains("s3://models/llama") && all.contains("acme/private-model"));
     assert!(sidecar.log().contains("DEBUG") || sidecar.log().contains("TRACE"));
     assert!(s3_out.join("config.json").exists());
+    // The downloads went through the proxy, with its password.
+    let forwarded = proxy.forwarded();
+    assert!(
+        forwarded
+            .iter()
+            .any(|f| f.contains("/models/llama/config.json"))
+            && forwarded.iter().any(|f| f.contains("/acme/private-model/")),
+        "{forwarded:?}"
+    );
 }

@@ -13,7 +13,11 @@ mod modelscope;
 mod aws;
 // A TCP proxy that counts, throttles and cuts; S3 fronts that misbehave.
 mod proxy;
+// A forward proxy that wants credentials and counts; an HTTPS front with a private CA.
+mod forward_proxy;
 
+// One policy for every outbound connection: proxies, NO_PROXY, private CAs.
+mod outbound;
 // The scrape-overhead harness, end to end on a tiny configuration.
 mod bench;
 // Command line: flags, exit codes and messages.

@@ -7,6 +7,15 @@
 //! simple and keeps a stalled transfer from touching anything else. It
 //! does not follow redirects: the callers decide, since a token must not
 //! follow a redirect to another host.
+//!
+//! Every connection takes the route [`outbound::route`] gives (a client
+//! made with [`HttpClient::direct`] excepted): through a proxy, an
+//! `https://` origin is reached in a CONNECT tunnel (TLS end to end, the
+//! proxy sees only the host and port) and an `http://` one by
+//! absolute-form requests (`GET http://host/path`), both with the proxy's
+//! `Proxy-Authorization`. Idle connections are pooled by origin and route,
+//! so a tunnel, a proxied plain connection and a direct one never stand in
+//! for each other.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -20,6 +29,7 @@ use rustls::{ClientConnection, StreamOwned};
 use super::h1::{BodyDecoder, ResponseHead};
 use super::is_stale;
 use super::outbound::{self, Route};
+use super::proxy::Proxy;
 use super::url::{Origin, Url};
 
 /// Most idle connections kept per origin.
@@ -62,16 +72,27 @@ struct Connection {
     buf: Vec<u8>,
 }
 
+/// What an idle connection is good for: an origin, reached directly or
+/// through one proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PoolKey {
+    origin: Origin,
+    via: Option<Origin>,
+}
+
 /// The client, shared by a job's transfer threads.
 pub struct HttpClient {
-    pool: Mutex<HashMap<Origin, Vec<Connection>>>,
+    pool: Mutex<HashMap<PoolKey, Vec<Connection>>>,
     timeout: Duration,
+    /// Ignores the proxy policy: for the engine in the same Pod.
+    direct_only: bool,
 }
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
             .field("timeout", &self.timeout)
+            .field("direct_only", &self.direct_only)
             .finish_non_exhaustive()
     }
 }
@@ -79,11 +100,31 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client whose connects, reads and writes each time out after
     /// `timeout` (a stalled transfer fails and is retried).
+    /// Connections follow the process's proxy policy.
     pub fn new(timeout: Duration) -> HttpClient {
         HttpClient {
             pool: Mutex::new(HashMap::new()),
             timeout,
+            direct_only: false,
         }
+    }
+
+    /// The same, but every connection goes straight to its origin,
+    /// whatever the proxy variables say: for the inference engine beside
+    /// this sidecar in the same Pod (a proxy, often outside the node,
+    /// cannot reach `localhost`, and would see adapter paths for nothing).
+    pub fn direct(timeout: Duration) -> HttpClient {
+        HttpClient {
+            direct_only: true,
+            ..HttpClient::new(timeout)
+        }
+    }
+
+    fn route(&self, origin: &Origin) -> io::Result<Route> {
+        if self.direct_only {
+            return Ok(Route::Direct);
+        }
+        outbound::route(origin).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
 
     /// Sends a request without a body and reads the response head.
@@ -107,11 +148,32 @@ impl HttpClient {
         headers: &[(String, String)],
         body: &[u8],
     ) -> io::Result<Response<'_>> {
-        let mut head = format!(
-            "{method} {} HTTP/1.1\r\nhost: {}\r\n",
-            url.target,
-            url.host_header()
-        );
+        let route = self.route(&url.origin)?;
+        let key = PoolKey {
+            origin: url.origin.clone(),
+            via: match route {
+                Route::Direct => None,
+                Route::Proxy(proxy) => Some(proxy.origin.clone()),
+            },
+        };
+        // Plain HTTP through a proxy: the whole URL on the request line.
+        let forwarded = match route {
+            Route::Proxy(proxy) if !url.origin.https => Some(proxy),
+            _ => None,
+        };
+        let mut head = match forwarded {
+            Some(_) => format!("{method} {url} HTTP/1.1\r\nhost: {}\r\n", url.host_header()),
+            None => format!(
+                "{method} {} HTTP/1.1\r\nhost: {}\r\n",
+                url.target,
+                url.host_header()
+            ),
+        };
+        if let Some(authorization) = forwarded.and_then(|p| p.authorization.as_ref()) {
+            head.push_str("proxy-authorization: ");
+            head.push_str(authorization.expose());
+            head.push_str("\r\n");
+        }
         for (name, value) in headers {
             head.push_str(name);
             head.push_str(": ");
@@ -128,17 +190,28 @@ impl HttpClient {
         let mut head = head.into_bytes();
         head.extend_from_slice(body);
         loop {
-            let pooled = self.take_idle(&url.origin);
+            let pooled = self.take_idle(&key);
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => self.connect(&url.origin)?,
+                None => self.connect(&url.origin, route)?,
             };
             match read_head(&mut conn, &head, method == "HEAD") {
+                // The proxy's own refusal, not the origin's answer.
+                Ok(parsed)
+                    if parsed.status == 407
+                        && let Some(proxy) = forwarded =>
+                {
+                    return Err(refused(
+                        proxy,
+                        &format!("{method} {}", url.host_header()),
+                        407,
+                    ));
+                }
                 Ok(parsed) => {
                     let mut response = Response {
                         client: self,
-                        origin: url.origin.clone(),
+                        key: key.clone(),
                         conn: Some(conn),
                         status: parsed.status,
                         body: BodyDecoder::new(parsed.framing),
@@ -163,55 +236,131 @@ impl HttpClient {
         }
     }
 
-    fn take_idle(&self, origin: &Origin) -> Option<Connection> {
+    fn take_idle(&self, key: &PoolKey) -> Option<Connection> {
         self.pool
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_mut(origin)
+            .get_mut(key)
             .and_then(Vec::pop)
     }
 
-    fn recycle(&self, origin: Origin, conn: Connection) {
+    fn recycle(&self, key: PoolKey, conn: Connection) {
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = pool.entry(origin).or_default();
+        let idle = pool.entry(key).or_default();
         if idle.len() < MAX_IDLE_PER_ORIGIN {
             idle.push(conn);
         }
     }
 
-    fn connect(&self, origin: &Origin) -> io::Result<Connection> {
-        match outbound::route(origin) {
-            Route::Direct => {}
+    /// A new connection to `origin` along `route`: TCP, then a CONNECT
+    /// tunnel when a proxy carries an `https://` origin, then TLS.
+    fn connect(&self, origin: &Origin, route: Route) -> io::Result<Connection> {
+        let mut tcp = match route {
+            Route::Direct => self.tcp(&origin.host, origin.port)?,
+            Route::Proxy(proxy) => self
+                .tcp(&proxy.origin.host, proxy.origin.port)
+                .map_err(|e| io::Error::new(e.kind(), format!("proxy {proxy}: {e}")))?,
+        };
+        if let (Route::Proxy(proxy), true) = (route, origin.https) {
+            tunnel(&mut tcp, proxy, origin)?;
         }
-        let mut last = io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{} has no address", origin.host),
-        );
-        for addr in (origin.host.as_str(), origin.port).to_socket_addrs()? {
+        let stream = if origin.https {
+            let config = outbound::tls_config().map_err(io::Error::other)?;
+            let name = ServerName::try_from(origin.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
+            Stream::Tls(Box::new(StreamOwned::new(tls, tcp)))
+        } else {
+            Stream::Plain(tcp)
+        };
+        Ok(Connection {
+            stream,
+            buf: Vec::with_capacity(16 * 1024),
+        })
+    }
+
+    fn tcp(&self, host: &str, port: u16) -> io::Result<TcpStream> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"));
+        for addr in (host, port).to_socket_addrs()? {
             match TcpStream::connect_timeout(&addr, self.timeout) {
                 Ok(tcp) => {
                     tcp.set_nodelay(true)?;
                     tcp.set_read_timeout(Some(self.timeout))?;
                     tcp.set_write_timeout(Some(self.timeout))?;
-                    let stream = if origin.https {
-                        let config = outbound::tls_config().map_err(io::Error::other)?;
-                        let name = ServerName::try_from(origin.host.clone())
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                        let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
-                        Stream::Tls(Box::new(StreamOwned::new(tls, tcp)))
-                    } else {
-                        Stream::Plain(tcp)
-                    };
-                    return Ok(Connection {
-                        stream,
-                        buf: Vec::with_capacity(16 * 1024),
-                    });
+                    return Ok(tcp);
                 }
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
+}
+
+/// Opens a CONNECT tunnel to `origin` through `proxy` on `tcp`.
+fn tunnel(tcp: &mut TcpStream, proxy: &Proxy, origin: &Origin) -> io::Result<()> {
+    let authority = if origin.host.contains(':') {
+        format!("[{}]:{}", origin.host, origin.port)
+    } else {
+        format!("{}:{}", origin.host, origin.port)
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n");
+    if let Some(authorization) = &proxy.authorization {
+        request.push_str("proxy-authorization: ");
+        request.push_str(authorization.expose());
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    let broken =
+        |e: io::Error| io::Error::new(e.kind(), format!("proxy {proxy}: CONNECT {authority}: {e}"));
+    tcp.write_all(request.as_bytes()).map_err(broken)?;
+    // The proxy says nothing more until the TLS handshake starts, so what
+    // is read here is the answer's head (and, after a refusal, its body).
+    let mut buf = Vec::new();
+    let head = loop {
+        // No body follows a 2xx answer to CONNECT: parsed as after HEAD.
+        match ResponseHead::parse(&buf, MAX_HEAD, true, false) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {}
+            Err(e) => return Err(broken(io::Error::new(io::ErrorKind::InvalidData, e))),
+        }
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).map_err(broken)? {
+            0 => return Err(broken(io::ErrorKind::UnexpectedEof.into())),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    if !(200..300).contains(&head.status) {
+        return Err(refused(proxy, &format!("CONNECT {authority}"), head.status));
+    }
+    if buf.len() > head.len {
+        return Err(broken(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "data before the tunnel was used",
+        )));
+    }
+    Ok(())
+}
+
+/// A proxy's refusal of `what`, naming the proxy (never its credentials).
+fn refused(proxy: &Proxy, what: &str, status: u16) -> io::Error {
+    let why = match status {
+        407 if proxy.authorization.is_some() => {
+            "407: the proxy refused the credentials in the proxy URL"
+        }
+        407 => "407: the proxy requires credentials (http://user:password@host:port)",
+        _ => "",
+    };
+    let why = if why.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {why}")
+    };
+    let kind = if status == 407 {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::ConnectionRefused
+    };
+    io::Error::new(kind, format!("proxy {proxy} refused {what}: {why}"))
 }
 
 enum Fault {
@@ -261,7 +410,7 @@ fn read_head(
 /// returns the connection to the pool; dropping it early closes it.
 pub struct Response<'c> {
     client: &'c HttpClient,
-    origin: Origin,
+    key: PoolKey,
     conn: Option<Connection>,
     /// The status code.
     pub status: u16,
@@ -302,7 +451,7 @@ impl Response<'_> {
         if let Some(conn) = self.conn.take()
             && self.reusable
         {
-            self.client.recycle(self.origin.clone(), conn);
+            self.client.recycle(self.key.clone(), conn);
         }
     }
 

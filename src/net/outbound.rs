@@ -1,15 +1,23 @@
 //! Where every outbound connection's policy is decided: the TLS trust
-//! store, and the route (direct today; proxies are decided here too).
+//! store, and the route (direct, or through a proxy).
 //!
 //! One process-wide TLS configuration, built on first use from the
 //! system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` honoured by
 //! `rustls-native-certs`), so every source, the HuggingFace API call and
-//! LoRA calls trust the same authorities.
+//! LoRA sources trust the same authorities.
+//!
+//! One process-wide proxy policy, read from the environment on first use
+//! ([`super::proxy`] says how, as curl does): every outbound call of the
+//! blocking client (S3, OBS, the hubs' APIs and CDNs, LoRA sources) asks
+//! [`route`]. Calls to the inference engine in the same Pod never do: the
+//! engine client (`upstream`) connects directly by construction, and the
+//! LoRA side uses [`super::HttpClient::direct`].
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::ClientConfig;
 
+use super::proxy::{Proxies, Proxy, ProxyError};
 use super::url::Origin;
 
 /// No usable trust store.
@@ -18,15 +26,28 @@ use super::url::Origin;
 pub struct TrustError(String);
 
 /// How a connection to an origin is made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// Straight to the origin.
     Direct,
+    /// Through a proxy: a CONNECT tunnel for `https://`, absolute-form
+    /// requests for `http://`.
+    Proxy(&'static Proxy),
 }
 
-/// The route to `origin`.
-pub fn route(_origin: &Origin) -> Route {
-    Route::Direct
+/// The process's proxy policy, read from the environment once.
+pub fn proxies() -> &'static Proxies {
+    static PROXIES: OnceLock<Proxies> = OnceLock::new();
+    PROXIES.get_or_init(|| Proxies::from_lookup(|name| std::env::var(name).ok()))
+}
+
+/// The route to `origin`; an error when the proxy variable that applies
+/// cannot be used (the request fails rather than going around it).
+pub fn route(origin: &Origin) -> Result<Route, ProxyError> {
+    Ok(match proxies().for_origin(origin)? {
+        None => Route::Direct,
+        Some(proxy) => Route::Proxy(proxy),
+    })
 }
 
 /// The TLS client configuration every outbound `https://` call uses.
