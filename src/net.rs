@@ -34,4 +34,10 @@ pub fn is_stale(e: &std::io::Error) -> bool {
     )
 }
 pub use retry::RetryPolicy;
+
+/// Whether a failed call was refused for its credentials on the way (a
+/// proxy's `407`): trying again with the same ones cannot pass.
+pub fn is_denied(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
+}
 pub use url::{Origin, Url, UrlError};

@@ -260,7 +260,8 @@ fn a_wrong_proxy_password_is_a_clear_error_that_never_shows_it() {
         assert!(error.contains("refused the credentials"), "{error}");
         seen.push(status.to_string());
     }
-    assert!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    // Refused credentials are not tried again: one refusal per download.
+    assert_eq!(proxy.refused.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert!(!temp_dir_has_files("outbound-wrong-s3-out"));
     seen.push(get(sidecar.addr, "/v1/downloads").text());
     seen.push(get(sidecar.addr, "/metrics").text());

@@ -95,6 +95,9 @@ impl HubClient {
                 vec![("accept".to_owned(), "application/json".to_owned())],
             );
             let reason = match self.client.request("GET", &url, &headers) {
+                Err(e) if crate::net::is_denied(&e) => {
+                    return Err(DownloadError::Denied(e.to_string()));
+                }
                 Err(e) => e.to_string(),
                 Ok(mut response) => match response.status {
                     200 => {
@@ -164,10 +167,13 @@ impl HubClient {
         for _ in 0..=MAX_REDIRECTS {
             let range_header = format!("bytes={}-{}", range.start, range.end - 1);
             let headers = self.headers(&url, vec![("range".to_owned(), range_header)]);
-            let mut response = self
-                .client
-                .request("GET", &url, &headers)
-                .map_err(|e| FetchError::Transient(e.to_string()))?;
+            let mut response =
+                self.client.request("GET", &url, &headers).map_err(
+                    |e| match crate::net::is_denied(&e) {
+                        true => FetchError::Fatal(DownloadError::Denied(e.to_string())),
+                        false => FetchError::Transient(e.to_string()),
+                    },
+                )?;
             match response.status {
                 200 | 206 => {
                     self.resolved

@@ -61,10 +61,13 @@ impl Bucket {
                     .map_err(Failure::Fatal)?;
                 headers.extend(signed);
             }
-            let mut response = self
-                .client
-                .request(method, &url, &headers)
-                .map_err(|e| Failure::Transient(e.to_string()))?;
+            let mut response =
+                self.client.request(method, &url, &headers).map_err(
+                    |e| match crate::net::is_denied(&e) {
+                        true => Failure::Fatal(DownloadError::Denied(e.to_string())),
+                        false => Failure::Transient(e.to_string()),
+                    },
+                )?;
             let status = response.status;
             if !moved
                 && matches!(status, 301 | 307 | 400 | 403)

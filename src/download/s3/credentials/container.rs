@@ -93,6 +93,9 @@ impl Container {
                 headers.push(("authorization".to_owned(), token.expose().to_owned()));
             }
             let reason = match client.request("GET", &url, &headers) {
+                Err(e) if crate::net::is_denied(&e) => {
+                    return Err(CredentialError::Refused(e.to_string()));
+                }
                 Err(e) => e.to_string(),
                 Ok(mut response) => {
                     let status = response.status;

@@ -194,6 +194,9 @@ fn call(
             headers.extend(signed);
         }
         let reason = match client.send("POST", &url, &headers, &body) {
+            Err(e) if crate::net::is_denied(&e) => {
+                return Err(CredentialError::Refused(e.to_string()));
+            }
             Err(e) => e.to_string(),
             Ok(mut response) => {
                 let status = response.status;
