@@ -304,3 +304,130 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         "{forwarded:?}"
     );
 }
+
+/// The credential chain's secrets, at the most verbose log level: the
+/// web identity token, the keys and session tokens STS and the container
+/// endpoint hand out (fetched again as they expire), the container
+/// authorization token, and a ModelScope token: none in any log line,
+/// answer, status or metric.
+#[test]
+fn no_secret_of_the_credential_chain_anywhere() {
+    use crate::aws;
+    use crate::modelscope::{ModelScope, MsRepo};
+    use crate::s3::{Keyring, S3Server};
+    use std::time::Duration;
+
+    const ROLE: &str = "arn:aws:iam::123456789012:role/secrets";
+    const WEB_IDENTITY: &str = "eyJ-web-identity-SECRET.token.sig";
+    const CONTAINER_TOKEN: &str = "container-AUTH-token-1f2e";
+    const MS_TOKEN: &str = "ms-SECRET-token-88aa";
+    let keyring = Keyring::default();
+    let store = S3Server::start_keyring(&temp_dir("secrets-chain-store"), keyring.clone()).unwrap();
+    for i in 0..4 {
+        store.put("models", &format!("m/{i}.bin"), &noise(64 * 1024, i));
+    }
+    let sts = aws::sts(
+        &keyring,
+        ROLE,
+        WEB_IDENTITY,
+        "AKIAUNUSED",
+        Duration::from_secs(2),
+    );
+    let agent = aws::container(&keyring, "/creds", CONTAINER_TOKEN, Duration::from_secs(2));
+    let hub = ModelScope::start(vec![MsRepo {
+        id: "acme/private".into(),
+        revisions: vec!["master".into()],
+        token: Some(MS_TOKEN.into()),
+        files: vec![crate::hub::HubFile {
+            path: "config.json".into(),
+            data: b"{}".to_vec(),
+            lfs: false,
+            corrupt: false,
+        }],
+    }]);
+    let dir = temp_dir("secrets-chain");
+    std::fs::write(dir.join("token"), WEB_IDENTITY).unwrap();
+    let mut everything: Vec<String> = Vec::new();
+    let runs: [&[(&str, String)]; 2] = [
+        &[
+            ("AWS_ROLE_ARN", ROLE.into()),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                dir.join("token").display().to_string(),
+            ),
+            ("AWS_ENDPOINT_URL_STS", sts.endpoint()),
+        ],
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                format!("{}/creds", agent.endpoint()),
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", CONTAINER_TOKEN.into()),
+        ],
+    ];
+    for env in runs {
+        let mut sidecar = Sidecar::new("vllm", closed_port())
+            .workers(1)
+            .env("MATRIXINFER_LOG", "trace")
+            .env("HOME", dir.to_str().unwrap())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("MS_TOKEN", MS_TOKEN)
+            .env("MODELSCOPE_ENDPOINT", &hub.endpoint());
+        for (k, v) in env {
+            sidecar = sidecar.env(k, v);
+        }
+        let sidecar = sidecar.start();
+        // Two downloads, the second after the first keys expired.
+        for i in 0..2 {
+            let response = post_json(
+                sidecar.addr,
+                "/v1/download_model",
+                &download_body(
+                    "s3://models/m/",
+                    &temp_dir(&format!("secrets-chain-out-{i}")),
+                    &serde_json::json!({ "endpoint": store.endpoint() }).to_string(),
+                    "",
+                ),
+            );
+            assert_eq!(response.status, 200, "{}", response.text());
+            everything.push(seen(&response));
+            std::thread::sleep(Duration::from_millis(2100));
+        }
+        let response = post_json(
+            sidecar.addr,
+            "/v1/download_model",
+            &download_body("ms://acme/private", &temp_dir("secrets-chain-ms"), "", ""),
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        everything.push(seen(&response));
+        everything.push(get(sidecar.addr, "/v1/downloads").text());
+        everything.push(get(sidecar.addr, "/metrics").text());
+        everything.push(sidecar.log());
+    }
+    assert!(keyring_issued_at_least(&sts, &agent, 4));
+    let all = everything.join("\n");
+    assert!(all.contains("TRACE") || all.contains("DEBUG"));
+    for fixed in [
+        WEB_IDENTITY,
+        CONTAINER_TOKEN,
+        MS_TOKEN,
+        "temp/secret+",
+        "FwoGZXIvYXdzEXAMPLESESSION",
+    ] {
+        assert!(
+            !all.contains(fixed),
+            "a secret is shown ({} chars)",
+            fixed.len()
+        );
+    }
+}
+
+/// Whether the chain really fetched keys again (each handing-out is one).
+fn keyring_issued_at_least(
+    sts: &crate::aws::Service,
+    agent: &crate::aws::Service,
+    n: usize,
+) -> bool {
+    use std::sync::atomic::Ordering::SeqCst;
+    sts.handed_out.load(SeqCst) + agent.handed_out.load(SeqCst) >= n
+}
