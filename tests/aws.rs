@@ -291,3 +291,99 @@ pub fn imds(keyring: &Keyring, role: &str, ttl: Duration) -> Service {
         tokens_seen,
     }
 }
+
+/// moto's server (PyPI `moto[server]`), a real implementation of STS and
+/// S3 together: with authentication on, its S3 checks every signature
+/// and accepts only keys it knows, among them the temporary ones its STS
+/// hands out for `AssumeRoleWithWebIdentity`. The first
+/// `INITIAL_NO_AUTH_ACTION_COUNT` calls go unchecked: the set-up's four
+/// (role, its policy, bucket, objects, made with boto3) and the web
+/// identity exchange, which moto can only take unsigned as the first
+/// unchecked call after them (AWS takes it unsigned always).
+pub struct Moto {
+    pub endpoint: String,
+    pub role_arn: String,
+    child: std::process::Child,
+}
+
+impl Moto {
+    /// moto with a role allowed to read S3 and `files` under `bucket`.
+    pub fn start(bucket: &str, files: &[(String, Vec<u8>)]) -> Moto {
+        let python = std::env::var("MATRIXINFER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "5")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto's server runs (pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut moto = Moto {
+            endpoint,
+            role_arn: String::new(),
+            child,
+        };
+        crate::util::eventually("moto listens", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let dir = crate::util::temp_dir("moto-files");
+        for (name, data) in files {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+        let script = r#"
+import json, os, sys
+import boto3
+endpoint, bucket, directory = sys.argv[1:4]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="AKIAMOTOSETUP", aws_secret_access_key="setup")
+iam, s3 = boto3.client("iam", **kw), boto3.client("s3", **kw)
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+         "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.example"},
+         "Action": "sts:AssumeRoleWithWebIdentity"}]}
+arn = iam.create_role(RoleName="model-reader", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+iam.put_role_policy(RoleName="model-reader", PolicyName="read", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+s3.create_bucket(Bucket=bucket)
+# One action for all objects: an upload per object would each count.
+name = sorted(os.listdir(directory))[0]
+s3.put_object(Bucket=bucket, Key="qwen/" + name, Body=open(os.path.join(directory, name), "rb").read())
+print(arn)
+"#;
+        assert_eq!(
+            files.len(),
+            1,
+            "moto's unchecked calls leave room for one object"
+        );
+        let output = std::process::Command::new(&python)
+            .args(["-c", script, &moto.endpoint, bucket])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        moto.role_arn = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

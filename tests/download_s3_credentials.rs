@@ -411,3 +411,55 @@ fn the_bucket_region_is_learned_and_requester_pays() {
     assert_eq!(front.payer_requests.load(SeqCst), passed + 1);
     assert!(sidecar.log().contains("eu-west-2"), "{}", sidecar.log());
 }
+
+/// IRSA against moto, a real STS and S3: the sidecar exchanges its token
+/// with moto's STS, and moto's S3, which checks every signature, serves
+/// the object to those temporary keys (and refuses keys it does not
+/// know).
+#[test]
+fn web_identity_against_moto() {
+    let data = noise(300 * 1024, 77);
+    let moto = aws::Moto::start("weights", &[("model.safetensors".to_owned(), data.clone())]);
+    let dir = temp_dir("moto-token");
+    let token_file = write(
+        &dir,
+        "token",
+        "eyJhbGciOiJSUzI1NiJ9.moto-service-account.sig",
+    );
+    let sidecar = sidecar_with(
+        "moto",
+        &[
+            ("AWS_ROLE_ARN", &moto.role_arn),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_STS", &moto.endpoint),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    let out = temp_dir("moto-out");
+    let config = serde_json::json!({ "endpoint": moto.endpoint }).to_string();
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body("s3://weights/qwen/", &out, &config, ""),
+    );
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), data);
+    // Keys moto does not know are refused: it does check.
+    let strangers = serde_json::json!({
+        "endpoint": moto.endpoint,
+        "access_key": "AKIASTRANGER",
+        "secret_key": "not-known",
+    })
+    .to_string();
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            "s3://weights/qwen/",
+            &temp_dir("moto-stranger"),
+            &strangers,
+            "",
+        ),
+    );
+    assert_eq!(response.status, 403, "{}", response.text());
+}
