@@ -150,13 +150,18 @@ fn s3_sync_download_of_a_whole_prefix() {
     // Again: everything is present and verified; nothing is fetched.
     let response = post_json(sidecar.addr, "/v1/download_model", &body);
     assert_eq!(response.status, 200);
-    let log = sidecar.log();
-    let completions: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("download completed"))
-        .collect();
-    assert_eq!(completions.len(), 2, "{log}");
-    assert!(completions[1].contains("fetched=0"), "{}", completions[1]);
+    // The log line may follow the answer by a moment.
+    let completions = || {
+        sidecar
+            .log()
+            .lines()
+            .filter(|l| l.contains("download completed"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    eventually("both downloads logged", || completions().len() == 2);
+    let second = &completions()[1];
+    assert!(second.contains("fetched=0"), "{second}");
 }
 
 #[test]
