@@ -117,17 +117,13 @@ pub fn execute(
     }
 }
 
-/// What can be checked of a request without the network: the S3 or OBS
-/// settings, and that a pvc:// path exists. An async request fails here
+/// What can be checked of a request without the network (it runs on a
+/// server worker): the S3 or OBS settings, and that a pvc:// path exists. An async request fails here
 /// at once, with the status the same request made synchronously gets.
 pub fn preflight(request: &DownloadRequest) -> Result<(), DownloadError> {
     match &request.source {
-        Source::S3 { bucket, .. } => {
-            s3::Bucket::new(s3::Flavor::S3, bucket, &request.settings, IO_TIMEOUT).map(drop)
-        }
-        Source::Obs { bucket, .. } => {
-            s3::Bucket::new(s3::Flavor::Obs, bucket, &request.settings, IO_TIMEOUT).map(drop)
-        }
+        Source::S3 { bucket, .. } => s3::Bucket::check(s3::Flavor::S3, bucket, &request.settings),
+        Source::Obs { bucket, .. } => s3::Bucket::check(s3::Flavor::Obs, bucket, &request.settings),
         Source::HuggingFace { .. } | Source::ModelScope { .. } => Ok(()),
         Source::Pvc { path } => pvc::check_exists(path),
     }

@@ -74,8 +74,23 @@ impl std::fmt::Debug for Bucket {
 }
 
 impl Bucket {
+    /// What can be checked of the settings without reading a file or
+    /// the network (on a server worker, before a job starts).
+    pub fn check(flavor: Flavor, bucket: &str, settings: &Settings) -> Result<(), DownloadError> {
+        credentials::check(settings)?;
+        let endpoint = endpoint(flavor, settings)?;
+        Addressing::new(
+            bucket,
+            endpoint.as_deref(),
+            "us-east-1".into(),
+            settings.addressing_style,
+        )
+        .map(drop)
+    }
+
     /// Resolves the endpoint, addressing style, region and where the
-    /// credentials come from (nothing is fetched yet).
+    /// credentials come from (the chain, when it is walked, may read
+    /// files and ask the instance metadata service: not on a worker).
     pub fn new(
         flavor: Flavor,
         bucket: &str,
@@ -85,15 +100,7 @@ impl Bucket {
         let scheme = if flavor == Flavor::Obs { "obs" } else { "s3" };
         // The AWS chain is AWS's: OBS takes static keys or none.
         let credentials = Credentials::for_settings(settings, flavor == Flavor::S3)?;
-        let endpoint = match (&settings.endpoint, flavor) {
-            (Some(endpoint), _) => Some(endpoint.clone()),
-            (None, Flavor::Obs) => {
-                return Err(DownloadError::BadPath(
-                    "obs:// needs an endpoint (config.endpoint or the ENDPOINT variable)".into(),
-                ));
-            }
-            (None, Flavor::S3) => None,
-        };
+        let endpoint = endpoint(flavor, settings)?;
         let region = settings
             .region
             .clone()
@@ -281,6 +288,17 @@ impl Origin for Bucket {
                 )))
             }
         }
+    }
+}
+
+/// The endpoint the settings name; OBS has no default.
+fn endpoint(flavor: Flavor, settings: &Settings) -> Result<Option<String>, DownloadError> {
+    match (&settings.endpoint, flavor) {
+        (Some(endpoint), _) => Ok(Some(endpoint.clone())),
+        (None, Flavor::Obs) => Err(DownloadError::BadPath(
+            "obs:// needs an endpoint (config.endpoint or the ENDPOINT variable)".into(),
+        )),
+        (None, Flavor::S3) => Ok(None),
     }
 }
 

@@ -79,6 +79,17 @@ impl From<CredentialError> for DownloadError {
     }
 }
 
+/// Whether the settings' keys can be used: both halves or neither.
+pub fn check(settings: &Settings) -> Result<(), DownloadError> {
+    match (&settings.access_key, &settings.secret_key) {
+        (Some(_), None) | (None, Some(_)) if !settings.anonymous => Err(DownloadError::BadPath(
+            "access_key and secret_key must be given together (config or ACCESS_KEY/SECRET_KEY)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A configured way to get keys.
 #[derive(Debug)]
 enum Provider {
@@ -143,6 +154,7 @@ impl Credentials {
                 "anonymous (asked for)".into(),
             )));
         }
+        check(settings)?;
         match (&settings.access_key, &settings.secret_key) {
             (Some(access), Some(secret)) => Ok(Arc::new(Credentials::fixed(
                 settings.keys_from.clone(),
@@ -153,14 +165,10 @@ impl Credentials {
                     expires: None,
                 },
             ))),
-            (None, None) if chain => Ok(process_chain()),
-            (None, None) => Ok(Arc::new(Credentials::anonymous(
+            _ if chain => Ok(process_chain()),
+            _ => Ok(Arc::new(Credentials::anonymous(
                 "anonymous (no keys)".into(),
             ))),
-            _ => Err(DownloadError::BadPath(
-                "access_key and secret_key must be given together (config or ACCESS_KEY/SECRET_KEY)"
-                    .into(),
-            )),
         }
     }
 
