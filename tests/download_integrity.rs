@@ -10,7 +10,8 @@
 //! with `x-amz-checksum-type: FULL_OBJECT`, a composite `x-amz-checksum-sha256`
 //! `<base64>-3`, multipart ETags `<md5>-N` in the listing and the answers,
 //! and, to a HEAD with `partNumber=1`, the first part's `Content-Length`
-//! and `x-amz-mp-parts-count`). The front computes those values here,
+//! and `x-amz-mp-parts-count`). s3s-fs lists no ETags either; the front
+//! lists them as AWS does (the MD5, or the faked ETag). The front computes those values here,
 //! independently of the runtime (md-5, sha2, crc-fast). Requests pass
 //! through untouched, so s3s still checks every signature.
 
@@ -83,13 +84,18 @@ fn front(
     faked: HashMap<String, Faked>,
     corrupt: Arc<Mutex<Option<String>>>,
 ) -> S3Front {
-    // The real MD5 ETags, to find them in the listing.
-    let real: Vec<(String, String)> = faked
-        .iter()
-        .filter(|(_, f)| f.etag.is_some())
-        .map(|(name, f)| {
-            let data = std::fs::read(server.root.join("models/int").join(name)).unwrap();
-            (hex(&md5::Md5::digest(&data)), f.etag.clone().unwrap())
+    // s3s-fs lists no ETags; AWS lists one for every object: the faked
+    // one, else the MD5.
+    let dir = server.root.join("models/int");
+    let listed: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let etag = match faked.get(&name).and_then(|f| f.etag.clone()) {
+                Some(etag) => etag,
+                None => hex(&md5::Md5::digest(std::fs::read(dir.join(&name)).unwrap())),
+            };
+            (name, etag)
         })
         .collect();
     S3Front::start(server.addr, move |request: &str, answer: &mut Answer| {
@@ -97,8 +103,11 @@ fn front(
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         if query.contains("list-type=2") {
             let mut body = String::from_utf8(answer.body.clone()).unwrap();
-            for (md5, etag) in &real {
-                body = body.replace(md5.as_str(), etag);
+            assert!(!body.contains("<ETag>"), "s3s-fs lists ETags now");
+            for (name, etag) in &listed {
+                let key = format!("<Key>int/{name}</Key>");
+                assert!(body.contains(&key), "{body}");
+                body = body.replace(&key, &format!("{key}<ETag>&quot;{etag}&quot;</ETag>"));
             }
             answer.body = body.into_bytes();
             return;
