@@ -139,6 +139,8 @@ fn s3_sync_download_of_a_whole_prefix() {
             "message": "Model download completed successfully",
             "source": "s3://models/llama",
             "output_dir": out,
+            // s3s-fs lists no ETags: each object's HEAD gives its MD5 ETag.
+            "verified_by": { "etag_md5": 1104 },
         })
     );
     assert_same_tree(&fixture.server.root.join("models/llama"), &out);
@@ -150,6 +152,10 @@ fn s3_sync_download_of_a_whole_prefix() {
     // Again: everything is present and verified; nothing is fetched.
     let response = post_json(sidecar.addr, "/v1/download_model", &body);
     assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json()["verified_by"],
+        serde_json::json!({ "already_verified": 1104 })
+    );
     // The log line may follow the answer by a moment.
     let completions = || {
         sidecar

@@ -304,6 +304,112 @@ fn short_range(
     Some(())
 }
 
+/// An answer of the store, as an [`S3Front`] may rewrite it.
+pub struct Answer {
+    /// The status line and headers, without the blank line.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.split("\r\n").skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    /// Sets a header, replacing any of that name.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let mut lines: Vec<String> = self
+            .head
+            .split("\r\n")
+            .filter(|line| {
+                line.split_once(':')
+                    .is_none_or(|(k, _)| !k.trim().eq_ignore_ascii_case(name))
+            })
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{name}: {value}"));
+        self.head = lines.join("\r\n");
+    }
+}
+
+/// A front to a real store that passes every request through untouched
+/// (so the store still checks its signature) and hands each answer, with
+/// the request's head, to `rewrite` before relaying it: headers and
+/// bodies the store cannot produce itself, as AWS documents them. One
+/// request per connection.
+pub struct S3Front {
+    pub addr: SocketAddr,
+}
+
+impl S3Front {
+    pub fn start(
+        upstream: SocketAddr,
+        rewrite: impl Fn(&str, &mut Answer) + Send + Sync + 'static,
+    ) -> S3Front {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rewrite = Arc::new(rewrite);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let rewrite = rewrite.clone();
+                thread::spawn(move || front(client, upstream, &*rewrite));
+            }
+        });
+        S3Front { addr }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn front(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    rewrite: &(dyn Fn(&str, &mut Answer) + Send + Sync),
+) -> Option<()> {
+    let request = String::from_utf8(read_head(&mut client)?).ok()?;
+    let request = request.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+    let mut server = TcpStream::connect(upstream).ok()?;
+    server.write_all(request.as_bytes()).ok()?;
+    let head = String::from_utf8(read_head(&mut server)?).ok()?;
+    let mut answer = Answer {
+        head: head.trim_end().to_owned(),
+        body: Vec::new(),
+    };
+    if !request.starts_with("HEAD ") {
+        assert!(
+            answer.header("transfer-encoding").is_none(),
+            "the front reads bodies by length or to the end"
+        );
+        match answer.header("content-length") {
+            Some(n) => {
+                let n: u64 = n.parse().ok()?;
+                server.take(n).read_to_end(&mut answer.body).ok()?;
+            }
+            None => {
+                server.read_to_end(&mut answer.body).ok()?;
+            }
+        }
+    }
+    rewrite(&request, &mut answer);
+    if !request.starts_with("HEAD ") {
+        let length = answer.body.len().to_string();
+        answer.set("content-length", &length);
+    }
+    client
+        .write_all(format!("{}\r\n\r\n", answer.head).as_bytes())
+        .ok()?;
+    client.write_all(&answer.body).ok()?;
+    Some(())
+}
+
 /// A bucket that lives in `home`, as AWS answers a request signed for
 /// another region: `301 PermanentRedirect` with `x-amz-bucket-region`
 /// (HEAD without a body). Requests signed for `home` pass through to the

@@ -28,6 +28,8 @@ mod container;
 mod download;
 // Sources and disks that fail during a download.
 mod download_faults;
+// S3 integrity checks: SSE-KMS ETags, CRC64NVME, composite and multipart objects.
+mod download_integrity;
 // ModelScope downloads, beside the real ModelScope SDK.
 mod download_modelscope;
 // S3 with the AWS credential chain, anonymous access, regions, requester-pays.

@@ -62,6 +62,7 @@ pub async fn download_model(
                 "message": "Model download completed successfully",
                 "source": source,
                 "output_dir": output_dir,
+                "verified_by": job.progress.checks(),
             });
             res.json(StatusCode::OK, &body).await
         }

@@ -17,8 +17,11 @@
 //!   temporary file, so an interrupted download (crash, `kill -9`, lost
 //!   connection) resumes from the parts it has; a transfer that fails
 //!   midway is retried from the byte where it stopped;
-//! - a complete file is verified (size, and the digest the source gave),
-//!   then renamed to its final name: nothing unverified ever sits there.
+//! - a complete file is verified (size, and the digest the source gave,
+//!   or a weaker check the source's answers showed to be the right one:
+//!   [`Origin::settle`]), then renamed to its final name: nothing
+//!   unverified ever sits there. Which check each file got is counted in
+//!   [`Progress::verified_by`] and logged.
 
 //!
 //! The pieces: [`Origin`] and its types (`origin`), the worker pool over
@@ -32,12 +35,14 @@ mod origin;
 mod transfer;
 mod verified;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use super::error::DownloadError;
+#[cfg(doc)]
+use super::verify::Expect;
 use crate::net::RetryPolicy;
 pub use land::safe_join;
 pub use origin::{FetchError, Origin, RemoteFile};
@@ -74,6 +79,33 @@ pub struct Progress {
     pub bytes_fetched: AtomicU64,
     /// What supplied the source's credentials (S3), once known.
     pub credentials: std::sync::OnceLock<String>,
+    /// Files verified, by the check they got ([`Expect::id`], or
+    /// [`ALREADY_VERIFIED`] for files an earlier run verified).
+    pub verified_by: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// The check of files present and verified by an earlier run, in
+/// [`Progress::verified_by`].
+pub const ALREADY_VERIFIED: &str = "already_verified";
+
+impl Progress {
+    /// Counts a file verified by `check`.
+    pub fn note_check(&self, check: &'static str) {
+        *self
+            .verified_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(check)
+            .or_default() += 1;
+    }
+
+    /// Files verified so far, by check.
+    pub fn checks(&self) -> BTreeMap<&'static str, u64> {
+        self.verified_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// How a download runs.
@@ -114,6 +146,7 @@ pub fn run(
         if !force && verified.is_verified(&target, &file)? {
             progress.files_done.fetch_add(1, Relaxed);
             progress.bytes_done.fetch_add(file.size, Relaxed);
+            progress.note_check(ALREADY_VERIFIED);
             continue;
         }
         match FileState::prepare(file, target, progress) {
@@ -134,7 +167,7 @@ pub fn run(
     let verified = Mutex::new(verified);
     // Empty files and files whose parts were all present already.
     for state in states.iter().filter(|s| s.remaining.load(Relaxed) == 0) {
-        state.finish(progress, &verified)?;
+        state.finish(origin, progress, &verified)?;
     }
     if queue.is_empty() {
         return Ok(());
@@ -157,7 +190,7 @@ pub fn run(
                         .transfer(task.part, origin, progress, cancel, &retry)
                         .and_then(|finished| {
                             if finished {
-                                state.finish(progress, &verified)
+                                state.finish(origin, progress, &verified)
                             } else {
                                 Ok(())
                             }

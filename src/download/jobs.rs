@@ -80,8 +80,10 @@ impl Job {
     }
 
     /// The status document: `{"id","state","source","output_dir",
-    /// "bytes_done","bytes_total","files_done","files_total","error"}`,
-    /// and `"credentials"` once an S3 source's are known.
+    /// "bytes_done","bytes_total","files_done","files_total",
+    /// "verified_by","error"}` (`verified_by`: files verified so far, by
+    /// the check each got), and `"credentials"` once an S3 source's are
+    /// known.
     pub fn status(&self) -> Value {
         let (state, error) = match self.state() {
             State::Running => ("running", Value::Null),
@@ -98,6 +100,7 @@ impl Job {
             "bytes_total": p.bytes_total.load(Relaxed),
             "files_done": p.files_done.load(Relaxed),
             "files_total": p.files_total.load(Relaxed),
+            "verified_by": p.checks(),
             "error": error,
         });
         if let Some(source) = p.credentials.get() {

@@ -11,12 +11,14 @@
 //! refreshing temporary keys), `addressing` (endpoint, path- or
 //! virtual-hosted, region), `sign` (SigV4, clock-skew and region
 //! correction, URI encoding), `listing` (ListObjectsV2 and V1 paging, the
-//! XML, keys below the prefix) and `errors` (S3 error bodies and their
-//! mapping to [`DownloadError`]).
+//! XML, keys below the prefix), `integrity` (which check each object gets:
+//! ETags of encrypted objects, checksums, part layouts) and `errors` (S3
+//! error bodies and their mapping to [`DownloadError`]).
 
 mod addressing;
 pub mod credentials;
 mod errors;
+mod integrity;
 mod listing;
 mod sign;
 
@@ -61,6 +63,8 @@ pub struct Bucket {
     /// The store's clock minus ours, in seconds, once a refusal showed
     /// that they differ by more than the signature window allows.
     clock_skew: AtomicI64,
+    /// What GET answers said of the objects' encryption.
+    seen: integrity::Seen,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -124,6 +128,7 @@ impl Bucket {
             retry: RetryPolicy::default(),
             name: format!("{scheme}://{bucket}"),
             clock_skew: AtomicI64::new(0),
+            seen: integrity::Seen::default(),
         })
     }
 
@@ -200,47 +205,6 @@ impl Bucket {
         }
     }
 
-    /// Listings of some stores carry no ETag, and multipart ETags check
-    /// nothing: a HEAD (with checksums asked for) fills those in.
-    fn complete_metadata(&self, files: &mut [RemoteFile]) -> Result<(), DownloadError> {
-        let needy: Vec<usize> = files
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.expect == Expect::SizeOnly)
-            .map(|(i, _)| i)
-            .collect();
-        if needy.is_empty() {
-            return Ok(());
-        }
-        let heads: Vec<Result<Option<Object>, DownloadError>> = std::thread::scope(|scope| {
-            let chunks: Vec<&[usize]> = needy.chunks(needy.len().div_ceil(8)).collect();
-            let handles: Vec<_> = chunks
-                .into_iter()
-                .map(|chunk| {
-                    let files = &*files;
-                    scope.spawn(move || {
-                        chunk
-                            .iter()
-                            .map(|&i| self.head(&files[i].locator))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        for (&i, head) in needy.iter().zip(heads) {
-            if let Some(object) = head? {
-                let file = &mut files[i];
-                file.version = object.version();
-                file.expect = object.expect;
-            }
-        }
-        Ok(())
-    }
-
     fn object_path(&self, key: &str) -> String {
         format!("{}/{}", self.addressing.key_root(), uri_encode(key, true))
     }
@@ -267,7 +231,10 @@ impl Origin for Bucket {
             Failure::Fatal(e) => FetchError::Fatal(e),
         })?;
         match response.status {
-            200 | 206 => read_into_sink(&mut response, &range, sink),
+            200 | 206 => {
+                self.seen.note(&file.locator, &response);
+                read_into_sink(&mut response, &range, sink)
+            }
             412 => Err(FetchError::Fatal(DownloadError::Source(format!(
                 "{}/{}: the object changed during the download (ETag no longer matches); start again",
                 self.name, file.locator
@@ -288,6 +255,10 @@ impl Origin for Bucket {
                 )))
             }
         }
+    }
+
+    fn settle(&self, file: &RemoteFile) -> Result<Expect, DownloadError> {
+        self.settle_check(file)
     }
 }
 

@@ -1,11 +1,18 @@
 //! What a file must be, and checking that it is.
 //!
 //! Every source says how big a file is and usually how to check its bytes:
-//! S3's ETag is the MD5 of a single-part object, `x-amz-checksum-*` headers
-//! carry CRC32/CRC32C/SHA-1/SHA-256 of the whole object, HuggingFace lists
-//! the SHA-256 of LFS files and the git blob SHA-1 of the others. A file
-//! lands at its final name only once its size and, where known, its digest
-//! match.
+//! S3's ETag is the MD5 of a single-part object (unless SSE-KMS or SSE-C
+//! encrypted it) and, for a multipart one, the MD5 of its parts' MD5s;
+//! `x-amz-checksum-*` headers carry CRC32/CRC32C/CRC64NVME/SHA-1/SHA-256
+//! of the whole object or, `…-N`, of its parts' checksums (composite);
+//! HuggingFace lists the SHA-256 of LFS files and the git blob SHA-1 of the
+//! others. A file lands at its final name only once its size and, where
+//! known, its digest match.
+//!
+//! Digests of parts (`parts`) are computed as the bytes stream by, part
+//! after part: only the parts' digests are kept, never their bytes.
+
+mod parts;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -13,6 +20,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use md5::Digest as _;
+pub use parts::{Algorithm, Layout};
 
 /// What the bytes of a file must hash to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +40,19 @@ pub enum Expect {
     Crc32(u32),
     /// CRC-32C (`x-amz-checksum-crc32c`).
     Crc32c(u32),
+    /// CRC-64/NVME (`x-amz-checksum-crc64nvme`, the default of new AWS
+    /// objects).
+    Crc64Nvme(u64),
+    /// A digest of the parts' digests, in order, over a known part
+    /// layout: a multipart ETag (MD5) or a composite `x-amz-checksum-*`.
+    Parts {
+        /// The digest of each part and of their concatenation.
+        algorithm: Algorithm,
+        /// The digest of the concatenated part digests.
+        digest: Vec<u8>,
+        /// How the object was cut into parts.
+        layout: Layout,
+    },
 }
 
 impl Expect {
@@ -45,8 +66,33 @@ impl Expect {
         }
     }
 
-    /// An `x-amz-checksum-<algorithm>` header (base64). Composite
-    /// checksums of multipart uploads (`…-N`) are not whole-object ones.
+    /// A multipart ETag (`"<md5 of the part MD5s>-N"`): the digest and N.
+    pub fn multipart_etag(etag: &str) -> Option<([u8; 16], u32)> {
+        let (md5, parts) = etag.trim_matches('"').split_once('-')?;
+        Some((
+            hex_array::<16>(md5)?,
+            parts.parse().ok().filter(|&n| n > 0)?,
+        ))
+    }
+
+    /// A composite `x-amz-checksum-<algorithm>` header (`<base64>-N`):
+    /// the algorithm, the checksum of the part checksums, and N.
+    pub fn composite_amz_checksum(
+        algorithm: &str,
+        value: &str,
+    ) -> Option<(Algorithm, Vec<u8>, u32)> {
+        let (digest, parts) = value.split_once('-')?;
+        let algorithm = Algorithm::from_amz(algorithm)?;
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(digest)
+            .ok()
+            .filter(|d| d.len() == algorithm.digest_len())?;
+        Some((algorithm, digest, parts.parse().ok().filter(|&n| n > 0)?))
+    }
+
+    /// An `x-amz-checksum-<algorithm>` header (base64) of the whole object.
+    /// Composite checksums of multipart uploads (`…-N`) are not
+    /// whole-object ones (see [`Expect::composite_amz_checksum`]).
     pub fn from_amz_checksum(algorithm: &str, value: &str) -> Option<Expect> {
         if value.contains('-') {
             return None;
@@ -55,6 +101,10 @@ impl Expect {
             .decode(value)
             .ok()?;
         match algorithm {
+            "crc64nvme" => bytes
+                .try_into()
+                .ok()
+                .map(|b| Expect::Crc64Nvme(u64::from_be_bytes(b))),
             "sha256" => bytes.try_into().ok().map(Expect::Sha256),
             "sha1" => bytes.try_into().ok().map(Expect::Sha1),
             "crc32" => bytes
@@ -89,7 +139,38 @@ impl Expect {
             Expect::GitBlob(_) => "git blob SHA-1",
             Expect::Crc32(_) => "CRC-32",
             Expect::Crc32c(_) => "CRC-32C",
+            Expect::Crc64Nvme(_) => "CRC-64/NVME",
+            Expect::Parts { algorithm, .. } => algorithm.per_part_name(),
         }
+    }
+
+    /// A short stable identifier of the kind of check, for the status API
+    /// and the logs (`etag_md5`, `crc64nvme`, `composite_sha256`, …).
+    pub fn id(&self) -> &'static str {
+        match self {
+            Expect::SizeOnly => "size",
+            Expect::Md5(_) => "etag_md5",
+            Expect::Sha256(_) => "sha256",
+            Expect::Sha1(_) => "sha1",
+            Expect::GitBlob(_) => "git_blob_sha1",
+            Expect::Crc32(_) => "crc32",
+            Expect::Crc32c(_) => "crc32c",
+            Expect::Crc64Nvme(_) => "crc64nvme",
+            Expect::Parts { algorithm, .. } => algorithm.per_part_id(),
+        }
+    }
+
+    /// Whether the check comes from an S3 ETag, which is no digest of the
+    /// content when the store encrypted it with SSE-KMS or SSE-C.
+    pub fn is_from_etag(&self) -> bool {
+        matches!(
+            self,
+            Expect::Md5(_)
+                | Expect::Parts {
+                    algorithm: Algorithm::Md5,
+                    ..
+                }
+        )
     }
 
     /// A stable text form, recorded once a file is verified.
@@ -102,6 +183,18 @@ impl Expect {
             Expect::GitBlob(d) => format!("gitblob:{}", hex(d)),
             Expect::Crc32(c) => format!("crc32:{c:08x}"),
             Expect::Crc32c(c) => format!("crc32c:{c:08x}"),
+            Expect::Crc64Nvme(c) => format!("crc64nvme:{c:016x}"),
+            Expect::Parts {
+                algorithm,
+                digest,
+                layout,
+            } => format!(
+                "{}:{}/{}x{}",
+                algorithm.per_part_id(),
+                hex(digest),
+                layout.parts,
+                layout.part_size
+            ),
         }
     }
 
@@ -118,8 +211,12 @@ impl Expect {
                 sha.update(format!("blob {size}\0").as_bytes());
                 Hasher::Sha1(sha)
             }
-            Expect::Crc32(_) => Hasher::Crc32(crc32fast::Hasher::new()),
-            Expect::Crc32c(_) => Hasher::Crc32c(0),
+            Expect::Crc32(_) => Algorithm::Crc32.hasher(),
+            Expect::Crc32c(_) => Algorithm::Crc32c.hasher(),
+            Expect::Crc64Nvme(_) => Algorithm::Crc64Nvme.hasher(),
+            Expect::Parts {
+                algorithm, layout, ..
+            } => Hasher::Parts(Box::new(parts::PartHasher::new(*algorithm, *layout))),
         })
     }
 
@@ -132,6 +229,8 @@ impl Expect {
             Expect::Sha256(d) => d.to_vec(),
             Expect::Sha1(d) | Expect::GitBlob(d) => d.to_vec(),
             Expect::Crc32(c) | Expect::Crc32c(c) => c.to_be_bytes().to_vec(),
+            Expect::Crc64Nvme(c) => c.to_be_bytes().to_vec(),
+            Expect::Parts { digest, .. } => digest.clone(),
         };
         if expected == digest {
             Ok(())
@@ -154,6 +253,10 @@ pub enum Hasher {
     Crc32(crc32fast::Hasher),
     /// CRC-32C.
     Crc32c(u32),
+    /// CRC-64/NVME.
+    Crc64Nvme(crc_fast::Digest),
+    /// Digests of parts, then of their concatenation.
+    Parts(Box<parts::PartHasher>),
 }
 
 impl std::fmt::Debug for Hasher {
@@ -171,6 +274,8 @@ impl Hasher {
             Hasher::Sha1(h) => h.update(bytes),
             Hasher::Crc32(h) => h.update(bytes),
             Hasher::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, bytes),
+            Hasher::Crc64Nvme(h) => h.update(bytes),
+            Hasher::Parts(h) => h.update(bytes),
         }
     }
 
@@ -182,6 +287,8 @@ impl Hasher {
             Hasher::Sha1(h) => h.finalize().to_vec(),
             Hasher::Crc32(h) => h.finalize().to_be_bytes().to_vec(),
             Hasher::Crc32c(crc) => crc.to_be_bytes().to_vec(),
+            Hasher::Crc64Nvme(h) => h.finalize().to_be_bytes().to_vec(),
+            Hasher::Parts(h) => h.finish(),
         }
     }
 }

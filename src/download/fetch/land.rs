@@ -7,9 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::Progress;
 use super::transfer::FileState;
 use super::verified::VerifiedLog;
+use super::{Origin, Progress};
 use crate::download::error::DownloadError;
 use crate::download::verify::hash_file;
 
@@ -17,6 +17,7 @@ impl FileState {
     /// Verifies the complete temporary file and renames it into place.
     pub(super) fn finish(
         &self,
+        origin: &dyn Origin,
         progress: &Progress,
         verified: &Mutex<VerifiedLog>,
     ) -> Result<(), DownloadError> {
@@ -31,19 +32,22 @@ impl FileState {
                 actual: size.to_string(),
             });
         }
+        let expect = origin.settle(&self.file)?;
         let streamed = self.hasher.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let digest = match (streamed, self.file.expect.hasher(self.file.size)) {
+        // A digest streamed for a check that no longer applies is dropped.
+        let streamed = streamed.filter(|_| expect == self.file.expect);
+        let digest = match (streamed, expect.hasher(self.file.size)) {
             (Some(hasher), _) => Some(hasher.finish()),
             (None, Some(hasher)) => Some(hash_file(&self.temp, hasher).map_err(fail)?),
             (None, None) => None,
         };
         if let Some(digest) = digest
-            && let Err((expected, actual)) = self.file.expect.check(&digest)
+            && let Err((expected, actual)) = expect.check(&digest)
         {
             self.discard();
             return Err(DownloadError::Integrity {
                 file: self.file.rel.clone(),
-                check: self.file.expect.name(),
+                check: expect.name(),
                 expected,
                 actual,
             });
@@ -62,6 +66,8 @@ impl FileState {
             .unwrap_or_else(|e| e.into_inner())
             .record(&self.target, &self.file);
         progress.files_done.fetch_add(1, Relaxed);
+        progress.note_check(expect.id());
+        tracing::info!(file = %self.file.rel, bytes = self.file.size, check = expect.id(), "file verified");
         Ok(())
     }
 

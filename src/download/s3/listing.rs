@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::Bucket;
 use super::errors::{Failure, S3Error};
+use super::integrity::Claims;
 use super::sign::uri_encode;
 use crate::download::error::DownloadError;
 use crate::download::fetch::RemoteFile;
@@ -218,25 +219,15 @@ pub(super) struct Object {
 }
 
 impl Object {
+    /// An object from its HEAD: the check that needs no part layout
+    /// (a multipart object's layout is learned later, see `integrity`).
     pub(super) fn from_head(key: &str, response: &Response<'_>) -> Object {
-        let size = response
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let e_tag = response.header("etag").map(str::to_owned);
-        let checksum = ["sha256", "sha1", "crc32c", "crc32"]
-            .iter()
-            .find_map(|algorithm| {
-                let value = response.header(&format!("x-amz-checksum-{algorithm}"))?;
-                Expect::from_amz_checksum(algorithm, value)
-            });
-        let expect = checksum
-            .unwrap_or_else(|| e_tag.as_deref().map_or(Expect::SizeOnly, Expect::from_etag));
+        let claims = Claims::parse(response);
         Object {
             key: key.to_owned(),
-            size,
-            e_tag,
-            expect,
+            size: claims.size,
+            expect: claims.whole(),
+            e_tag: claims.etag,
         }
     }
 
