@@ -3,8 +3,9 @@
 //! S3 secret key and session token, HuggingFace tokens from a request and
 //! from the environment, the password of the proxy every download goes
 //! through, the Redis password in `REDIS_URL`, wrong secrets too),
-//! succeeding and failing; then every log line, answer (status, headers, body), status listing and
-//! metric it produced is searched for every secret.
+//! succeeding and failing; then every log line, answer (status, headers,
+//! body), status listing and metric it produced is searched for every
+//! secret.
 
 use base64::Engine as _;
 
