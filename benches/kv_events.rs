@@ -126,6 +126,8 @@ fn bench(c: &mut Criterion) {
         host: "127.0.0.1".into(),
         port: redis.1,
         db: 0,
+        tls: false,
+        username: None,
         password: None,
     };
     let index = Index {
@@ -134,8 +136,7 @@ fn bench(c: &mut Criterion) {
         model: "meta-llama/Llama-3.1-8B-Instruct".into(),
     };
     let stats = Arc::new(KvStats::default());
-    let mut writer =
-        Writer::new(&target, index, stats.clone(), Arc::new(Shutdown::default())).unwrap();
+    let mut writer = Writer::new(&target, index, stats.clone(), Arc::new(Shutdown::default()));
     let mut n = 0u64;
     group.bench_function("decode_and_redis", |b| {
         b.iter(|| {

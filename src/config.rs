@@ -134,7 +134,7 @@ pub struct ServeArgs {
     /// KV event batches held while Redis is unavailable; later ones are dropped and counted.
     #[arg(long, env = "MATRIXINFER_KV_EVENTS_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub kv_events_buffer: u32,
-    /// Redis host of the KV index (the password comes from $REDIS_PASSWORD only, to keep it out of `ps`).
+    /// Redis host of the KV index; $REDIS_URL (environment only: redis://[user@]host[:port][/db], rediss:// for TLS) replaces host, port and database. The password comes from $REDIS_PASSWORD (or $REDIS_URL) only, to keep it out of `ps`.
     #[arg(long, env = "REDIS_HOST", default_value = "redis-server")]
     pub redis_host: String,
     /// Redis port.
@@ -143,6 +143,12 @@ pub struct ServeArgs {
     /// Redis database number.
     #[arg(long, env = "REDIS_DB", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     pub redis_db: i64,
+    /// Connect to Redis over TLS, trusting the system roots, $SSL_CERT_FILE and $SSL_CERT_DIR (a rediss:// $REDIS_URL does too).
+    #[arg(long, env = "REDIS_TLS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_tls: bool,
+    /// Redis ACL user to log in as (`AUTH user password`) [default: the user of $REDIS_URL, else Redis's default user].
+    #[arg(long, env = "REDIS_USERNAME", value_name = "USER")]
+    pub redis_username: Option<String>,
     /// Bearer token the mutating endpoints (downloads, LoRA load and unload) require; prefer the environment variable, which `ps` does not show [default: none, the API is open].
     #[arg(
         long,
@@ -267,7 +273,7 @@ impl Config {
         let pod = required(args.pod.clone(), "--pod")?;
         let model = required(args.model.clone(), "--model")?;
         let kv_events =
-            kv::kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok());
+            kv::kv_events_config(&args, engine, &pod, &model, |name| std::env::var(name).ok())?;
         let roots = allowed_roots(
             &args.allowed_roots,
             std::env::var_os("MATRIXINFER_ALLOWED_ROOTS"),

@@ -9,7 +9,8 @@
 //!   for ever), checks the three frames, counts sequence gaps, decodes the
 //!   msgpack batch ([`decode`]);
 //! - [`writer`]: applies each batch to Redis in one pipeline, with the
-//!   standardized hash of [`hash`].
+//!   standardized hash of [`hash`], over a [`connection`] (TCP or TLS,
+//!   the default or an ACL user).
 //!
 //! Between them, a bounded queue: while Redis is away the subscriber keeps
 //! reading and batches wait, up to `--kv-events-buffer` batches and
@@ -17,6 +18,7 @@
 //! contacted only once events arrive, so an engine that publishes none
 //! never needs it.
 
+pub mod connection;
 pub mod decode;
 pub mod hash;
 mod subscriber;
@@ -33,9 +35,10 @@ use crate::prom::expo;
 use crate::shutdown::Shutdown;
 use crate::stats::{Histogram, MetricsSection};
 
+pub use connection::ConnectError;
 pub use decode::{Batch, BlockHash, Event, EventKind, decode_batch};
 pub use hash::standard_hash;
-pub use writer::{Index, RedisTarget, Writer};
+pub use writer::{Index, RedisTarget, WriteError, Writer};
 
 /// Batches held while Redis is unavailable, at most, in payload bytes.
 pub const QUEUE_BYTES: usize = 32 * 1024 * 1024;
@@ -65,15 +68,6 @@ pub struct KvEvents {
 /// Why the bridge could not start; each keeps its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The Redis target is unusable.
-    #[error("Redis target {target}")]
-    Redis {
-        /// The target, without its password.
-        target: String,
-        /// Why.
-        #[source]
-        source: redis::RedisError,
-    },
     /// The engine's ZMQ endpoint is not one.
     #[error("KV events endpoint {endpoint:?}")]
     Endpoint {
@@ -104,11 +98,7 @@ impl KvEvents {
             redis = %config.redis,
             "KV events: subscribing; Redis is contacted when the first events arrive"
         );
-        let writer = Writer::new(&config.redis, config.index, stats.clone(), shutdown.clone())
-            .map_err(|source| StartError::Redis {
-                target: config.redis.to_string(),
-                source,
-            })?;
+        let writer = Writer::new(&config.redis, config.index, stats.clone(), shutdown.clone());
         let subscriber = subscriber::Subscriber::new(&config.endpoint, &config.topic, queue)
             .map_err(|source| StartError::Endpoint {
                 endpoint: config.endpoint.clone(),
@@ -441,10 +431,16 @@ impl Throttle {
     }
 }
 
-/// Shown in logs without the password.
+/// Shown in logs as a URL without the password:
+/// `rediss://user@host:port/db`.
 impl fmt::Display for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{} db {}", self.host, self.port, self.db)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        write!(f, "{scheme}://")?;
+        if let Some(user) = &self.username {
+            write!(f, "{user}@")?;
+        }
+        write!(f, "{}/{}", self.addr(), self.db)
     }
 }
 

@@ -18,21 +18,36 @@ use serde_json::{Value, json};
 
 use crate::util::*;
 
-const POD: &str = "pod-0.default";
-const MODEL: &str = "llama";
+pub(crate) const POD: &str = "pod-0.default";
+pub(crate) const MODEL: &str = "llama";
 
 // === A real redis-server ===
 
 /// A `redis-server` on a port of its own, without persistence.
-struct RedisServer {
-    port: u16,
+pub(crate) struct RedisServer {
+    /// Its plain-text port, where the tests read what the sidecar wrote.
+    pub(crate) port: u16,
+    /// More options (TLS, ACL file).
+    options: Vec<String>,
+    /// How the tests log in on `port`, if not as the default user.
+    login: Option<(String, String)>,
     child: Option<Child>,
 }
 
 impl RedisServer {
-    fn start() -> RedisServer {
+    pub(crate) fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new(), None)
+    }
+
+    /// With more `options`; the tests log in as `login` (user, password).
+    pub(crate) fn start_with(options: Vec<String>, login: Option<(&str, &str)>) -> RedisServer {
         let port = closed_port().port();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port,
+            options,
+            login: login.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            child: None,
+        };
         server.restart();
         server
     }
@@ -42,6 +57,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -61,18 +77,23 @@ impl RedisServer {
     }
 
     fn try_connection(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?;
+        let login = match &self.login {
+            Some((user, password)) => format!("{user}:{password}@"),
+            None => String::new(),
+        };
+        let client =
+            redis::Client::open(format!("redis://{login}127.0.0.1:{}/", self.port)).ok()?;
         client
             .get_connection_with_timeout(Duration::from_secs(1))
             .ok()
     }
 
-    fn connection(&self) -> redis::Connection {
+    pub(crate) fn connection(&self) -> redis::Connection {
         self.try_connection().expect("connect to redis-server")
     }
 
     /// Every key, sorted.
-    fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.connection().keys("*").unwrap();
         keys.sort();
         keys
@@ -87,7 +108,7 @@ impl Drop for RedisServer {
 
 // === A publisher built as the engines build theirs ===
 
-struct Publisher {
+pub(crate) struct Publisher {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
@@ -95,7 +116,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn start() -> Publisher {
+    pub(crate) fn start() -> Publisher {
         Publisher::start_on(None)
     }
 
@@ -128,7 +149,7 @@ impl Publisher {
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
     }
 
@@ -142,7 +163,7 @@ impl Publisher {
     }
 
     /// Publishes one batch: `spec` as in `kv_publisher.py`.
-    fn publish(&mut self, spec: Value) {
+    pub(crate) fn publish(&mut self, spec: Value) {
         assert_eq!(self.command(json!({ "publish": spec })), "ok");
     }
 
@@ -156,7 +177,7 @@ impl Publisher {
     }
 
     /// The standardized hash of `tokens`, as Python's hashlib computes it.
-    fn std_hash(&mut self, tokens: &[u32]) -> u64 {
+    pub(crate) fn std_hash(&mut self, tokens: &[u32]) -> u64 {
         self.command(json!({ "std_hash": tokens })).parse().unwrap()
     }
 }
@@ -170,8 +191,8 @@ impl Drop for Publisher {
 
 // === The sidecar between them ===
 
-struct Bridge {
-    sidecar: Proc,
+pub(crate) struct Bridge {
+    pub(crate) sidecar: Proc,
     _engine: Proc,
 }
 
@@ -204,7 +225,24 @@ impl Bridge {
         }
     }
 
-    fn metric(&self, series: &str) -> f64 {
+    /// A vLLM sidecar on the publisher's endpoint, with the Redis options
+    /// and environment `configure` adds.
+    pub(crate) fn start_configured(
+        publisher: &Publisher,
+        configure: impl FnOnce(Sidecar) -> Sidecar,
+    ) -> Bridge {
+        let simulated = Engine::flavor("vllm-v1").start();
+        let sidecar = Sidecar::new("vllm", simulated.addr)
+            .workers(1)
+            .arg("--kv-events-endpoint")
+            .arg(&publisher.endpoint());
+        Bridge {
+            sidecar: configure(sidecar).start(),
+            _engine: simulated,
+        }
+    }
+
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         metric(&self.sidecar, series)
     }
 
@@ -215,7 +253,7 @@ impl Bridge {
     /// Waits out ZMQ's slow joiner: the SUB socket's subscription reaches
     /// the PUB socket some time after connecting, and what is published
     /// before that is not delivered. Empty batches until one arrives.
-    fn warm_up(&self, publisher: &mut Publisher, topic: &str) {
+    pub(crate) fn warm_up(&self, publisher: &mut Publisher, topic: &str) {
         eventually("the sidecar receives events", || {
             publisher.publish(json!({ "topic": topic, "events": [] }));
             thread::sleep(Duration::from_millis(30));
@@ -224,7 +262,7 @@ impl Bridge {
     }
 
     /// Publishes a batch and waits until it is in Redis.
-    fn apply(&self, publisher: &mut Publisher, spec: Value) {
+    pub(crate) fn apply(&self, publisher: &mut Publisher, spec: Value) {
         let before = self.written();
         publisher.publish(spec);
         eventually("the batch is written", || self.written() > before);
@@ -238,7 +276,7 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn stored(hashes: Value, tokens: &[u32]) -> Value {
+pub(crate) fn stored(hashes: Value, tokens: &[u32]) -> Value {
     json!({ "type": "BlockStored", "block_hashes": hashes, "token_ids": tokens })
 }
 
@@ -248,7 +286,7 @@ fn removed(hashes: Value) -> Value {
 
 /// Checks a stored block: the mapping key with the standardized hash and a
 /// TTL of a day, and this Pod in the block's hash with a fresh timestamp.
-fn assert_block(redis: &RedisServer, engine: &str, engine_hash: &str, std: u64) {
+pub(crate) fn assert_block(redis: &RedisServer, engine: &str, engine_hash: &str, std: u64) {
     let mut conn = redis.connection();
     let mapping = format!("{engine}:kv:block:{POD}@{engine_hash}");
     let value: Option<String> = conn.get(&mapping).unwrap();

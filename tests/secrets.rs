@@ -2,9 +2,10 @@
 //! most verbose, does every kind of work with known secrets (API token,
 //! S3 secret key and session token, HuggingFace tokens from a request and
 //! from the environment, the password of the proxy every download goes
-//! through, wrong secrets too), succeeding and failing; then
-//! every log line, answer (status, headers, body), status listing and
-//! metric it produced is searched for every secret.
+//! through, the Redis password in `REDIS_URL`, wrong secrets too),
+//! succeeding and failing; then every log line, answer (status, headers,
+//! body), status listing and metric it produced is searched for every
+//! secret.
 
 use base64::Engine as _;
 
@@ -25,6 +26,7 @@ const PROXY_PASSWORD: &str = "proxy/PASS:9e1f";
 /// The same, as written in the proxy URL.
 const PROXY_PASSWORD_URL: &str = "proxy%2FPASS%3A9e1f";
 const PROXY_WRONG_PASSWORD: &str = "proxy-WRONG-pass-41c2";
+const REDIS_PASSWORD: &str = "redis-ACL-password-51c7";
 
 /// Everything a client saw of one answer.
 fn seen(response: &Response) -> String {
@@ -64,11 +66,14 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     // Every download and LoRA source goes through a proxy that wants a
     // password.
     let proxy = ForwardProxy::start(PROXY_USER, PROXY_PASSWORD);
+    // The KV bridge logs where Redis is (the URL), never its password.
+    let redis_url = format!("rediss://kv-writer:{REDIS_PASSWORD}@127.0.0.1:1/0");
     let sidecar = Sidecar::new("vllm", engine.addr)
         .env("MATRIXINFER_LOG", "trace")
         .env("MATRIXINFER_API_TOKEN", API_TOKEN)
         .env("HF_TOKEN", HF_ENV_TOKEN)
         .env("http_proxy", &proxy.url(PROXY_USER, PROXY_PASSWORD_URL))
+        .env("REDIS_URL", &redis_url)
         .start();
     let endpoint = fixture.server.endpoint();
     let hub_config = |token: Option<&str>| {
@@ -218,6 +223,7 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     let help = std::process::Command::new(BIN)
         .arg("--help")
         .env("MATRIXINFER_API_TOKEN", API_TOKEN)
+        .env("REDIS_URL", &redis_url)
         .output()
         .unwrap();
     let cli = std::process::Command::new(BIN)
@@ -274,6 +280,7 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         PROXY_WRONG_PASSWORD,
         &proxy_basic,
         &proxy_wrong_basic,
+        REDIS_PASSWORD,
     ];
     let mut leaks = Vec::new();
     for (what, text) in &everything {
@@ -292,6 +299,7 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
     // secrets shows up, the log is verbose and the work was done.
     let all: String = everything.iter().map(|(_, text)| text.as_str()).collect();
     assert!(all.contains("s3://models/llama") && all.contains("acme/private-model"));
+    assert!(sidecar.log().contains("rediss://kv-writer@127.0.0.1:1/0"));
     assert!(sidecar.log().contains("DEBUG") || sidecar.log().contains("TRACE"));
     assert!(s3_out.join("config.json").exists());
     // The downloads went through the proxy, with its password.

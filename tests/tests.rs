@@ -42,6 +42,8 @@ mod filters;
 mod filter_containment;
 // KV-cache events: a real ZMQ publisher and redis-server around the bridge.
 mod kv_events;
+// Redis over TLS from a private CA, with ACL users; wrong CA, wrong password.
+mod kv_redis_tls;
 // The layout of src/: file sizes, import cycles, the network layer's edges.
 mod layout;
 // Thousands of idle connections, scrapes and a download at once.

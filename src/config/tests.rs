@@ -1,4 +1,4 @@
-use super::kv::kv_events_config;
+use super::kv::{kv_events_config, parse_redis_url};
 use super::*;
 
 #[test]
@@ -117,8 +117,9 @@ fn kv_events_settings() {
         all.extend_from_slice(extra);
         parse(&all).unwrap().serve
     };
-    let resolve =
-        |serve: &ServeArgs, engine, vars| kv_events_config(serve, engine, "p", "m", env(vars));
+    let resolve = |serve: &ServeArgs, engine, vars| {
+        kv_events_config(serve, engine, "p", "m", env(vars)).unwrap()
+    };
 
     let vllm = resolve(&args(&[]), Engine::Vllm, &[]).unwrap();
     assert_eq!(vllm.endpoint, "tcp://localhost:5557");
@@ -128,6 +129,7 @@ fn kv_events_settings() {
         ("redis-server", 6379, 0)
     );
     assert_eq!(vllm.redis.password, None);
+    assert!(!vllm.redis.tls && vllm.redis.username.is_none());
     let sglang = resolve(&args(&[]), Engine::Sglang, &[]).unwrap();
     assert_eq!(sglang.topic, "");
 
@@ -182,6 +184,13 @@ fn kv_events_settings() {
         ("10.0.0.1", 6380, 2)
     );
     assert_eq!(flagged.buffer, 8);
+    let tls = resolve(
+        &args(&["--redis-tls", "--redis-username", "kv"]),
+        Engine::Vllm,
+        vars,
+    )
+    .unwrap();
+    assert_eq!(tls.redis.to_string(), "rediss://kv@redis-server:6379/0");
 
     assert!(resolve(&args(&["--no-kv-events"]), Engine::Vllm, vars).is_none());
     assert!(parse(&["-E", "vllm", "-I", "p", "-N", "m", "--redis-db", "-1"]).is_err());
@@ -199,5 +208,84 @@ fn values() {
     assert_eq!(parse_size("5000"), Ok(5000));
     for bad in ["0", "k", "1g", "-1k"] {
         assert!(parse_size(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn redis_url() {
+    let env = |vars: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    let args = |extra: &[&str]| {
+        let mut all = vec!["-E", "vllm", "-I", "p", "-N", "m"];
+        all.extend_from_slice(extra);
+        parse(&all).unwrap().serve
+    };
+    let resolve = |serve: &ServeArgs, vars| {
+        kv_events_config(serve, Engine::Vllm, "p", "m", env(vars)).map(|c| c.unwrap().redis)
+    };
+
+    // The URL names the server; the password stays out of its display.
+    let url = &[("REDIS_URL", "rediss://kv:p%40ss@cache.example:6380/3")];
+    let target = resolve(&args(&[]), url).unwrap();
+    assert_eq!(target.to_string(), "rediss://kv@cache.example:6380/3");
+    assert_eq!(target.password.as_ref().map(Secret::expose), Some("p@ss"));
+    assert!(!format!("{target:?}").contains("p@ss"));
+    // Over --redis-host and its kin; --redis-tls and --redis-username
+    // still apply.
+    let flags = args(&["--redis-host", "h", "--redis-tls", "--redis-username", "u"]);
+    let target = resolve(&flags, &[("REDIS_URL", "redis://10.0.0.1")]).unwrap();
+    assert_eq!(target.to_string(), "rediss://u@10.0.0.1:6379/0");
+    // The password from REDIS_PASSWORD, or the URL, not both.
+    let target = resolve(
+        &args(&[]),
+        &[("REDIS_URL", "redis://r/1"), ("REDIS_PASSWORD", "pw")],
+    )
+    .unwrap();
+    assert_eq!(target.password.as_ref().map(Secret::expose), Some("pw"));
+    let both = resolve(
+        &args(&[]),
+        &[("REDIS_URL", "redis://:url-pw@r"), ("REDIS_PASSWORD", "pw")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(both.contains("REDIS_PASSWORD"), "{both}");
+    assert!(!both.contains("url-pw") && !both.contains("pw@"), "{both}");
+    // An empty variable is unset.
+    let target = resolve(&args(&[]), &[("REDIS_URL", "")]).unwrap();
+    assert_eq!(target.to_string(), "redis://redis-server:6379/0");
+}
+
+#[test]
+fn redis_urls() {
+    let ok = [
+        ("redis://localhost", "redis://localhost:6379/0", None),
+        ("redis://localhost:7000/", "redis://localhost:7000/0", None),
+        ("rediss://u@h/15", "rediss://u@h:6379/15", None),
+        ("redis://:secret@h", "redis://h:6379/0", Some("secret")),
+        ("redis://[::1]:7000/2", "redis://[::1]:7000/2", None),
+        ("redis://127.0.0.1", "redis://127.0.0.1:6379/0", None),
+    ];
+    for (url, shown, password) in ok {
+        let target = parse_redis_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(target.to_string(), shown, "{url}");
+        assert_eq!(target.password.as_ref().map(Secret::expose), password);
+    }
+    let bad = [
+        "http://h",
+        "redis://",
+        "redis://h/x",
+        "redis://h/-1",
+        "redis://h/0?protocol=resp3",
+        "localhost:6379",
+        "redis://:hunter2@h/db0",
+    ];
+    for url in bad {
+        let reason = parse_redis_url(url).map(|t| t.to_string()).unwrap_err();
+        assert!(!reason.contains("hunter2"), "{reason}");
     }
 }

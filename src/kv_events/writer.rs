@@ -20,10 +20,12 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::{Connection, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, RedisResult};
+use redis::RedisResult;
 
+use super::connection::{ConnectError, RedisConnection};
 use super::{Event, KvStats, Queued, RedisError, Throttle, standard_hash};
 use crate::engine::Engine;
+use crate::errors;
 use crate::kv_events::BlockHash;
 use crate::net::RetryPolicy;
 use crate::secret::Secret;
@@ -42,7 +44,9 @@ const SCAN_COUNT: usize = 500;
 /// Connect, read and write timeout of every Redis call.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where Redis is (`REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_PASSWORD`).
+/// Where Redis is and how to log in (`REDIS_URL`, or `REDIS_HOST`,
+/// `REDIS_PORT`, `REDIS_DB`; `REDIS_TLS`, `REDIS_USERNAME`,
+/// `REDIS_PASSWORD`). Shown (`Display`) as a URL without the password.
 #[derive(Clone, Debug)]
 pub struct RedisTarget {
     /// Host name or address.
@@ -51,8 +55,45 @@ pub struct RedisTarget {
     pub port: u16,
     /// Database number.
     pub db: i64,
+    /// TLS, trusting what every outbound HTTPS call trusts.
+    pub tls: bool,
+    /// ACL user (`AUTH user password`); none: the default user.
+    pub username: Option<String>,
     /// `AUTH` password, if any.
     pub password: Option<Secret>,
+}
+
+impl RedisTarget {
+    /// `host:port` (IPv6 addresses in brackets).
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a batch (or part of it) did not reach Redis: it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No connection.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection broke, or Redis refused a whole command.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+impl WriteError {
+    /// The cause chain on one line, for the log.
+    fn describe(&self) -> String {
+        match self {
+            WriteError::Connect(e) => errors::chain(e),
+            // Its sources repeat its own message.
+            WriteError::Redis(e) => e.to_string(),
+        }
+    }
 }
 
 /// The key layout of one Pod's part of the index.
@@ -104,9 +145,10 @@ fn glob_escape(text: &str) -> String {
 
 /// Applies batches to Redis.
 pub struct Writer {
-    client: redis::Client,
-    target: String,
-    conn: Option<Connection>,
+    target: RedisTarget,
+    /// The target as logged.
+    shown: String,
+    conn: Option<RedisConnection>,
     index: Index,
     /// Engine hash → standardized hash of the blocks stored, for removals.
     known: HashMap<BlockHash, u64>,
@@ -118,7 +160,7 @@ pub struct Writer {
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Writer")
-            .field("target", &self.target)
+            .field("target", &self.shown)
             .field("index", &self.index)
             .field("known", &self.known.len())
             .finish_non_exhaustive()
@@ -132,24 +174,17 @@ impl Writer {
         index: Index,
         stats: Arc<KvStats>,
         shutdown: Arc<Shutdown>,
-    ) -> RedisResult<Writer> {
-        let mut settings = RedisConnectionInfo::default().set_db(target.db);
-        if let Some(password) = &target.password {
-            settings = settings.set_password(password.expose());
-        }
-        let info = ConnectionAddr::Tcp(target.host.clone(), target.port)
-            .into_connection_info()?
-            .set_redis_settings(settings);
-        Ok(Writer {
-            client: redis::Client::open(info)?,
-            target: format!("{}:{}", target.host, target.port),
+    ) -> Writer {
+        Writer {
+            target: target.clone(),
+            shown: target.to_string(),
             conn: None,
             index,
             known: HashMap::new(),
             stats,
             shutdown,
             warnings: Throttle::new(Duration::from_secs(30)),
-        })
+        }
     }
 
     /// Writes batches until the subscriber stops; retries a batch while
@@ -170,9 +205,10 @@ impl Writer {
                 failures += 1;
                 if let Some(held) = self.warnings.check() {
                     tracing::warn!(
-                        redis = %self.target,
+                        redis = %self.shown,
                         repeats = held,
-                        "KV events: Redis unavailable ({e}); batches wait, then are dropped, until it is back"
+                        "KV events: Redis unavailable ({}); batches wait, then are dropped, until it is back",
+                        e.describe()
                     );
                 }
                 if self.shutdown.is_triggered()
@@ -188,7 +224,7 @@ impl Writer {
                 }
             }
             if failures > 0 {
-                tracing::info!(redis = %self.target, "KV events: Redis is back");
+                tracing::info!(redis = %self.shown, "KV events: Redis is back");
             }
             self.stats.written(lag(&item));
         }
@@ -196,7 +232,7 @@ impl Writer {
 
     /// Applies `events[*done..]`, advancing `done` past what is written, so
     /// that a retry after a failure resumes at the first unwritten part.
-    pub fn apply(&mut self, events: &[Event], done: &mut usize) -> RedisResult<()> {
+    pub fn apply(&mut self, events: &[Event], done: &mut usize) -> Result<(), WriteError> {
         while *done < events.len() {
             let rest = &events[*done..];
             if rest[0] == Event::Cleared {
@@ -214,12 +250,10 @@ impl Writer {
         Ok(())
     }
 
-    fn connection(&mut self) -> RedisResult<&mut Connection> {
+    fn connection(&mut self) -> Result<&mut RedisConnection, WriteError> {
         if self.conn.is_none() {
-            let conn = self.client.get_connection_with_timeout(REDIS_TIMEOUT)?;
-            conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
-            conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
-            tracing::info!(redis = %self.target, "KV events: connected to Redis");
+            let conn = RedisConnection::connect(&self.target, REDIS_TIMEOUT)?;
+            tracing::info!(redis = %self.shown, "KV events: connected to Redis");
             self.stats.set_redis_up(true);
             self.conn = Some(conn);
         }
@@ -232,7 +266,7 @@ impl Writer {
     }
 
     /// Stores and removals, without a clear among them: one pipeline.
-    fn apply_run(&mut self, events: &[Event]) -> RedisResult<()> {
+    fn apply_run(&mut self, events: &[Event]) -> Result<(), WriteError> {
         let fetched = self.fetch_unknown(events)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -295,7 +329,7 @@ impl Writer {
     fn fetch_unknown<'e>(
         &mut self,
         events: &'e [Event],
-    ) -> RedisResult<HashMap<&'e BlockHash, u64>> {
+    ) -> Result<HashMap<&'e BlockHash, u64>, WriteError> {
         let mut unknown: Vec<&BlockHash> = Vec::new();
         for event in events {
             if let Event::Removed { hashes } = event {
@@ -317,7 +351,7 @@ impl Writer {
 
     /// Removes this Pod from every block of the model, and every mapping
     /// key of the Pod.
-    fn clear_all(&mut self) -> RedisResult<()> {
+    fn clear_all(&mut self) -> Result<(), WriteError> {
         let pod = self.index.pod.clone();
         self.scan_apply(&self.index.matrix_pattern(), |pipe, key| {
             pipe.hdel(key, &pod);
@@ -333,7 +367,7 @@ impl Writer {
         &mut self,
         pattern: &str,
         mut per_key: impl FnMut(&mut redis::Pipeline, &[u8]),
-    ) -> RedisResult<()> {
+    ) -> Result<(), WriteError> {
         let mut cursor = 0u64;
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -358,7 +392,7 @@ impl Writer {
 
     /// Sends a pipeline made with `ignore_errors` (so one refused command
     /// does not hide the others' replies); counts the refused ones.
-    fn execute(&mut self, pipe: &redis::Pipeline) -> RedisResult<()> {
+    fn execute(&mut self, pipe: &redis::Pipeline) -> Result<(), WriteError> {
         if pipe.is_empty() {
             return Ok(());
         }
@@ -420,9 +454,12 @@ mod tests {
             host: "redis".into(),
             port: 6379,
             db: 0,
+            tls: true,
+            username: Some("kv".into()),
             password: Some(Secret::new("hunter2")),
         };
         let shown = format!("{target:?} {target}");
         assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(target.to_string(), "rediss://kv@redis:6379/0");
     }
 }
