@@ -2,9 +2,9 @@
 //! store, and the route (direct, or through a proxy).
 //!
 //! One process-wide TLS configuration, built on first use from the
-//! system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` honoured by
-//! `rustls-native-certs`), so every source, the HuggingFace API call and
-//! LoRA sources trust the same authorities.
+//! system's roots plus the CAs of `SSL_CERT_FILE` and `SSL_CERT_DIR`, so
+//! every source, the HuggingFace API call, LoRA sources and Redis trust
+//! the same authorities.
 //!
 //! One process-wide proxy policy, read from the environment on first use
 //! ([`super::proxy`] says how, as curl does): every outbound call of the
@@ -56,10 +56,40 @@ pub fn tls_config() -> Result<Arc<ClientConfig>, TrustError> {
     CONFIG.get_or_init(build_tls_config).clone()
 }
 
+/// The system's own CA bundle, where the distributions keep it (the
+/// paths openssl-probe knows for Linux).
+fn system_bundle() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    const BUNDLES: [&str; 5] = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+    ];
+    BUNDLES
+        .iter()
+        .find_map(|path| {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path).ok()?;
+            Some(certs.filter_map(Result::ok).collect())
+        })
+        .unwrap_or_default()
+}
+
 fn build_tls_config() -> Result<Arc<ClientConfig>, TrustError> {
     let mut roots = rustls::RootCertStore::empty();
+    // With SSL_CERT_FILE or SSL_CERT_DIR set, rustls-native-certs loads
+    // those instead of the system's roots; ours add to them: a private CA
+    // for a mirror must not cost the public ones.
     let found = rustls_native_certs::load_native_certs();
-    for cert in found.certs {
+    let overridden = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let system = match overridden {
+        true => system_bundle(),
+        false => Vec::new(),
+    };
+    for cert in found.certs.into_iter().chain(system) {
         // One unparsable certificate in a bundle must not void the rest.
         let _ = roots.add(cert);
     }
