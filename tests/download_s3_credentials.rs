@@ -463,3 +463,56 @@ fn web_identity_against_moto() {
     );
     assert_eq!(response.status, 403, "{}", response.text());
 }
+
+/// `addressing_style: virtual` against an S3-compatible endpoint: the
+/// bucket goes into the host name (`models.s3.test`), which only the
+/// tests' forward proxy resolves, so the download's arrival proves every
+/// request went virtual-hosted; `path` keeps it in the path.
+#[test]
+fn virtual_hosted_and_path_style_addressing() {
+    use crate::forward_proxy::ForwardProxy;
+    use crate::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+    let s3 = S3Server::start_virtual(&temp_dir("virtual-store"), "s3.test").unwrap();
+    let data = noise(100_000, 9);
+    s3.put("models", "qwen/model.bin", &data);
+    let proxy = ForwardProxy::start("u", "p");
+    let sidecar = sidecar_with("virtual", &[("http_proxy", &proxy.url("u", "p"))]);
+    for style in ["virtual", "path"] {
+        let out = temp_dir(&format!("virtual-{style}"));
+        let config = serde_json::json!({
+            "endpoint": format!("http://s3.test:{}", s3.addr.port()),
+            "access_key": ACCESS_KEY,
+            "secret_key": SECRET_KEY,
+            "addressing_style": style,
+        });
+        let response = post_json(
+            sidecar.addr,
+            "/v1/download_model",
+            &download_body("s3://models/qwen/", &out, &config.to_string(), ""),
+        );
+        assert_eq!(response.status, 200, "{style}: {}", response.text());
+        assert_eq!(std::fs::read(out.join("model.bin")).unwrap(), data);
+    }
+    let forwarded = proxy.forwarded();
+    let port = s3.addr.port();
+    let virtual_get = format!("http://models.s3.test:{port}/qwen/model.bin");
+    let path_get = format!("http://s3.test:{port}/models/qwen/model.bin");
+    assert!(forwarded.contains(&virtual_get), "{forwarded:?}");
+    assert!(forwarded.contains(&path_get), "{forwarded:?}");
+    let response = post_json(
+        sidecar.addr,
+        "/v1/download_model",
+        &download_body(
+            "s3://models/qwen/",
+            &temp_dir("virtual-bad"),
+            &serde_json::json!({ "addressing_style": "sideways" }).to_string(),
+            "",
+        ),
+    );
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("addressing_style"),
+        "{}",
+        response.text()
+    );
+}

@@ -49,6 +49,15 @@ impl S3Server {
         S3Server::start_with(root, None, true, Some(keyring))
     }
 
+    /// A store that also takes virtual-hosted requests
+    /// (`{bucket}.{domain}`), as AWS does.
+    pub fn start_virtual(root: &Path, domain: &'static str) -> io::Result<S3Server> {
+        VIRTUAL_DOMAIN.with(|d| d.set(Some(domain)));
+        let server = S3Server::start_with(root, None, true, None);
+        VIRTUAL_DOMAIN.with(|d| d.set(None));
+        server
+    }
+
     /// A store that ignores `If-Match`, as s3s-fs and some S3-compatible
     /// stores do.
     pub fn start_unconditional(root: &Path) -> io::Result<S3Server> {
@@ -99,6 +108,9 @@ impl S3Server {
                 Some(keyring) => builder.set_auth(keyring),
                 None => builder.set_auth(auth),
             }
+            if let Some(domain) = VIRTUAL_DOMAIN.with(|d| d.get()) {
+                builder.set_host(VirtualHosts(domain));
+            }
             builder.build()
         } else {
             let mut builder = S3ServiceBuilder::new(fs);
@@ -145,6 +157,28 @@ impl Drop for S3Server {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+thread_local! {
+    /// The base domain of virtual-hosted requests for the store being
+    /// started on this thread.
+    static VIRTUAL_DOMAIN: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Virtual-hosted requests under a base domain, whatever the port
+/// (s3s's own `SingleDomain` compares the port too); other hosts are
+/// path-style.
+struct VirtualHosts(&'static str);
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let bucket = name.strip_suffix(self.0).and_then(|b| b.strip_suffix('.'));
+        Ok(match bucket {
+            Some(bucket) => s3s::host::VirtualHost::new(self.0).with_bucket(bucket),
+            None => s3s::host::VirtualHost::new(name),
+        })
     }
 }
 
