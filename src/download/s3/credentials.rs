@@ -21,14 +21,15 @@
 //! lifetime before, at most five minutes), by whichever transfer asks
 //! first while the others wait; a refresh that fails while the old keys
 //! still hold keeps them. The chain is walked once per process and shared
-//! by every download, as the SDKs share theirs.
+//! by every download, as the SDKs share theirs; a walk that found nothing
+//! is tried again a minute later (instance metadata may come up late).
 
 mod container;
 mod imds;
 mod profile;
 mod sts;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::download::error::DownloadError;
@@ -268,21 +269,37 @@ fn refresh_time(now: SystemTime, expires: SystemTime) -> SystemTime {
     expires - early
 }
 
-/// The process's chain, walked once (the environment does not change).
+/// How long a walk that found nothing stands before the next download
+/// walks again (instance metadata that did not answer may answer later).
+const WALK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The process's chain: walked once when it finds a provider (the
+/// environment does not change); when it finds none, walked again by a
+/// download that starts a minute later or more. Saying so is done once.
 fn process_chain() -> Arc<Credentials> {
-    static CHAIN: OnceLock<Arc<Credentials>> = OnceLock::new();
-    CHAIN
-        .get_or_init(|| {
-            let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-            let chain = Credentials::chain(&ProcessEnvironment, home.as_deref());
-            if chain.provider.is_none() {
-                tracing::warn!(
-                    "no S3 credentials found (no keys, web identity, container credentials, profile or instance metadata): S3 requests go unsigned"
-                );
-            }
-            Arc::new(chain)
-        })
-        .clone()
+    static CHAIN: Mutex<Option<(Arc<Credentials>, std::time::Instant)>> = Mutex::new(None);
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let mut chain = CHAIN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((found, at)) = chain.as_ref()
+        && (found.provider.is_some() || at.elapsed() < WALK_AGAIN_AFTER)
+    {
+        return found.clone();
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let walked = Arc::new(Credentials::chain(&ProcessEnvironment, home.as_deref()));
+    match walked.provider {
+        None => SAID.call_once(|| {
+            tracing::warn!(
+                "no S3 credentials found (no keys, web identity, container credentials, profile or instance metadata): S3 requests go unsigned"
+            );
+        }),
+        Some(_) if chain.is_some() => {
+            tracing::info!(source = %walked.source(), "S3 credentials found on a later walk of the chain");
+        }
+        Some(_) => {}
+    }
+    *chain = Some((walked.clone(), std::time::Instant::now()));
+    walked
 }
 
 /// The first configured provider, in the SDKs' order; IMDS is tried
