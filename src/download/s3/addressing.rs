@@ -102,6 +102,12 @@ impl Addressing {
             .clone()
     }
 
+    /// Whether this is AWS itself (whose answers may name the region in
+    /// their body).
+    pub fn is_aws(&self) -> bool {
+        matches!(self.hosting, Hosting::Aws { .. })
+    }
+
     /// The path before object keys.
     pub fn key_root(&self) -> &str {
         &self.key_root

@@ -20,6 +20,9 @@ pub(super) enum Failure {
 pub(super) struct S3Error {
     pub(super) code: String,
     pub(super) message: String,
+    /// The region the bucket is in, as `AuthorizationHeaderMalformed`
+    /// names it.
+    pub(super) region: Option<String>,
 }
 
 impl S3Error {
@@ -29,11 +32,13 @@ impl S3Error {
         struct Body {
             code: Option<String>,
             message: Option<String>,
+            region: Option<String>,
         }
         match quick_xml::de::from_str::<Body>(body) {
             Ok(b) => S3Error {
                 code: b.code.unwrap_or_default(),
                 message: b.message.unwrap_or_default(),
+                region: b.region.filter(|r| !r.is_empty()),
             },
             Err(_) => S3Error::default(),
         }
@@ -83,5 +88,9 @@ mod tests {
             "SignatureDoesNotMatch: The request signature we calculated does not match"
         );
         assert_eq!(S3Error::parse("not xml").to_string(), "");
+        let wrong_region = S3Error::parse(
+            "<Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region><RequestId>X</RequestId></Error>",
+        );
+        assert_eq!(wrong_region.region.as_deref(), Some("eu-west-1"));
     }
 }

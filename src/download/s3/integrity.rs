@@ -278,7 +278,7 @@ impl Bucket {
                 Ok(response) => {
                     let error = S3Error {
                         code: format!("HTTP {}", response.status),
-                        message: String::new(),
+                        ..S3Error::default()
                     };
                     return Err(self.error(response.status, &error, key));
                 }

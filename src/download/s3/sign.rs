@@ -83,6 +83,19 @@ impl Bucket {
                 );
                 continue;
             }
+            // AWS names the region of a 400 `AuthorizationHeaderMalformed`
+            // in the body only (AWS lists V2, so no caller needs that body).
+            if !moved && status == 400 && method != "HEAD" && self.addressing.is_aws() {
+                let error = S3Error::parse(&response.text(4096).unwrap_or_default());
+                if let Some(region) = &error.region
+                    && self.addressing.move_to(region).map_err(Failure::Fatal)?
+                {
+                    moved = true;
+                    tracing::warn!(store = %self.name, from = %target.region, to = %region, "the bucket is in another region than assumed; going on there (set region to skip this)");
+                    continue;
+                }
+                return Err(Failure::Fatal(self.error(status, &error, "")));
+            }
             let Some(keys) = keys else {
                 return Ok(response);
             };
