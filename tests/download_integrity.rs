@@ -9,8 +9,8 @@
 //! aws:kms` with an ETag that is not the MD5, `x-amz-checksum-crc64nvme`
 //! with `x-amz-checksum-type: FULL_OBJECT`, a composite `x-amz-checksum-sha256`
 //! `<base64>-3`, multipart ETags `<md5>-N` in the listing and the answers,
-//! and, to a HEAD with `partNumber=1`, the first part's `Content-Length`
-//! and `x-amz-mp-parts-count`). s3s-fs lists no ETags either; the front
+//! and, to a HEAD with `partNumber=n`, that part's `Content-Length` and
+//! `x-amz-mp-parts-count`). s3s-fs lists no ETags either; the front
 //! lists them as AWS does (the MD5, or the faked ETag). The front computes those values here,
 //! independently of the runtime (md-5, sha2, crc-fast). Requests pass
 //! through untouched, so s3s still checks every signature.
@@ -35,8 +35,10 @@ struct Faked {
     headers: Vec<(String, String)>,
     /// Headers of HEAD answers only (checksums need the checksum mode).
     head_headers: Vec<(String, String)>,
-    /// The upload's part size, for HEAD with `partNumber=1`.
+    /// The upload's part size, for HEAD with `partNumber=n`.
     part_size: Option<u64>,
+    /// The last part's size, when the upload's parts were not of one size.
+    last_part: Option<u64>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -128,13 +130,23 @@ fn front(
                 answer.set(k, v);
             }
         }
-        if head && query.contains("partNumber=1") {
+        let part_number = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("partNumber="))
+            .and_then(|n| n.parse::<u64>().ok());
+        if head && let Some(n) = part_number {
             let (Some(part_size), Some(etag)) = (f.part_size, &f.etag) else {
                 return;
             };
-            let parts = etag.rsplit('-').next().unwrap();
-            answer.set("content-length", &part_size.to_string());
-            answer.set("x-amz-mp-parts-count", parts);
+            let parts: u64 = etag.rsplit('-').next().unwrap().parse().unwrap();
+            let size: u64 = answer.header("content-length").unwrap().parse().unwrap();
+            let this = match (n < parts, f.last_part) {
+                (true, _) => part_size,
+                (false, Some(last)) => last,
+                (false, None) => size - part_size * (parts - 1),
+            };
+            answer.set("content-length", &this.to_string());
+            answer.set("x-amz-mp-parts-count", &parts.to_string());
         }
         if !head && corrupt.lock().unwrap().as_deref() == Some(name) && !answer.body.is_empty() {
             answer.body[0] ^= 0x01;
@@ -238,7 +250,9 @@ fn sse_kms_objects_are_not_called_corrupt() {
 /// CRC64NVME, each verified over the part layout learned from HEAD with
 /// `partNumber=1`, with upload parts (7 and 8 MiB) cut otherwise than the
 /// download's. The status counts each check; a flipped byte in any of
-/// them is a 502 naming the file and the check, and nothing lands.
+/// them is a 502 naming the file and the check, and nothing lands. An
+/// upload of uneven parts, whose layout cannot be learned from its first
+/// and last part, is checked by size and not called corrupt.
 #[test]
 fn multipart_composite_and_crc64nvme_objects_are_verified() {
     let server = S3Server::start_unconditional(&temp_dir("int-mp")).unwrap();
@@ -249,7 +263,28 @@ fn multipart_composite_and_crc64nvme_objects_are_verified() {
     server.put("models", "int/composite.bin", &composite);
     server.put("models", "int/crc.bin", &crc);
     server.put("models", "int/config.json", b"{}");
+    // Uploaded in parts of 8, 5 and 7 MiB (+5 bytes): a layout of one part
+    // size would call it corrupt.
+    let uneven = noise(20 * MIB + 5, 24);
+    server.put("models", "int/uneven.bin", &uneven);
+    let uneven_etag = {
+        let cuts = [0, 8 * MIB, 13 * MIB, uneven.len()];
+        let mut md5s = Vec::new();
+        for w in cuts.windows(2) {
+            md5s.extend_from_slice(&md5::Md5::digest(&uneven[w[0]..w[1]]));
+        }
+        format!("{}-3", hex(&md5::Md5::digest(&md5s)))
+    };
     let faked = HashMap::from([
+        (
+            "uneven.bin".to_owned(),
+            Faked {
+                etag: Some(uneven_etag),
+                part_size: Some(8 * MIB as u64),
+                last_part: Some((uneven.len() - 13 * MIB) as u64),
+                ..Faked::default()
+            },
+        ),
         (
             "mp.bin".to_owned(),
             Faked {
@@ -300,6 +335,7 @@ fn multipart_composite_and_crc64nvme_objects_are_verified() {
             "crc64nvme": 1,
             "etag_md5": 1,
             "etag_multipart_md5": 1,
+            "size": 1,
         }),
         "{}",
         response.text()

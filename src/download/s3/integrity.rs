@@ -12,9 +12,11 @@
 //!   whole-object `x-amz-checksum-*` (CRC64NVME, the AWS default since
 //!   late 2024, CRC32/CRC32C as FULL_OBJECT, SHA-1/SHA-256) is used as is;
 //!   a composite one (`<base64>-N`) or a multipart ETag needs the part
-//!   layout, which a second HEAD with `partNumber=1` gives (its
-//!   `Content-Length` is the part size, `x-amz-mp-parts-count` the number
-//!   of parts; every part but the last shares that size).
+//!   layout, which HEADs with `partNumber=1` and of the last part give
+//!   (the first's `Content-Length` is the part size, `x-amz-mp-parts-count`
+//!   the number of parts; the last must be what parts of that one size
+//!   leave, or the layout is taken for unknown: uploads with uneven parts
+//!   exist, and a wrong layout would call a good file corrupt).
 //!
 //! Why the GET answers and not a HEAD of every object: they cost no
 //! request at all, while a HEAD per object with an MD5-shaped ETag costs
@@ -248,10 +250,32 @@ impl Bucket {
             tracing::debug!(key, error = %e, "HEAD with partNumber=1 failed");
             None
         });
-        Ok(match first.flatten() {
+        let Some(layout) = (match first.flatten() {
             Some((part_size, count)) if count == parts => Layout::new(size, part_size, parts),
             _ => None,
-        })
+        }) else {
+            return Ok(None);
+        };
+        // Uploads with parts of uneven size exist: the last part must be
+        // exactly what a uniform layout leaves, or the layout is unknown
+        // (a good file must not be called corrupt over a wrong layout).
+        if parts > 1 {
+            let expected = size - layout.part_size * u64::from(parts - 1);
+            let query = format!("?partNumber={parts}");
+            let last = self.head_with(key, &query, &[], |response| {
+                response
+                    .header("content-length")
+                    .and_then(|v| v.parse::<u64>().ok())
+            });
+            if last.ok().flatten().flatten() != Some(expected) {
+                tracing::info!(
+                    key,
+                    "the parts of this multipart object are not of one size; its multipart checks are skipped"
+                );
+                return Ok(None);
+            }
+        }
+        Ok(Some(layout))
     }
 
     /// A HEAD of `key` (`query` after its path), retried while it fails
