@@ -516,3 +516,44 @@ fn virtual_hosted_and_path_style_addressing() {
         response.text()
     );
 }
+
+/// The credential services are outbound calls like any other: with a
+/// proxy set, STS (here at `sts.test`, a name only the tests' forward
+/// proxy resolves) and the store are reached through it.
+#[test]
+fn credential_services_follow_the_proxy() {
+    use crate::forward_proxy::ForwardProxy;
+    let keyring = Keyring::default();
+    let (s3, files) = store("proxied-chain", &keyring);
+    let token = "eyJ.proxied.token";
+    let sts = aws::sts(&keyring, ROLE, token, "AKIANONE", Duration::from_secs(900));
+    let dir = temp_dir("proxied-chain-token");
+    let token_file = write(&dir, "token", token);
+    let proxy = ForwardProxy::start("fleet", "pw");
+    let sts_url = format!("http://sts.test:{}", sts.addr.port());
+    let sidecar = sidecar_with(
+        "proxied-chain",
+        &[
+            ("AWS_ROLE_ARN", ROLE),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
+            ("AWS_ENDPOINT_URL_STS", &sts_url),
+            ("http_proxy", &proxy.url("fleet", "pw")),
+        ],
+    );
+    let out = temp_dir("proxied-chain-out");
+    let endpoint = format!("http://s3.test:{}", s3.addr.port());
+    let status = download(&sidecar, &endpoint, &out, serde_json::json!({}));
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_landed(&files, &out);
+    let forwarded = proxy.forwarded();
+    assert!(
+        forwarded
+            .iter()
+            .any(|f| f.starts_with(&format!("{sts_url}/"))),
+        "{forwarded:?}"
+    );
+    assert!(
+        forwarded.iter().any(|f| f.starts_with(&endpoint)),
+        "{forwarded:?}"
+    );
+}
