@@ -557,3 +557,41 @@ fn credential_services_follow_the_proxy() {
         "{forwarded:?}"
     );
 }
+
+/// Keys the store calls expired before their stated expiry (clocks
+/// differ): the `ExpiredToken` refusal fetches new ones at once, and the
+/// download goes on.
+#[test]
+fn keys_the_store_calls_expired_are_fetched_again() {
+    let keyring = Keyring::default();
+    keyring.overstate(Duration::from_secs(3600));
+    let (s3, files) = store("expired-early", &keyring);
+    let agent = aws::container(&keyring, "/creds", "tok", Duration::from_secs(2));
+    let slow = Proxy::start(
+        s3.addr,
+        Faults {
+            bytes_per_second: 256 * 1024,
+            ..Faults::default()
+        },
+    );
+    let sidecar = sidecar_with(
+        "expired-early",
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                &format!("{}/creds", agent.endpoint()),
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "tok"),
+        ],
+    );
+    let out = temp_dir("expired-early-out");
+    let status = download(&sidecar, &slow.endpoint(), &out, serde_json::json!({}));
+    assert_eq!(status["state"], "completed", "{status}");
+    assert_landed(&files, &out);
+    assert!(
+        keyring.expired.load(SeqCst) >= 1,
+        "the store never refused: nothing shown"
+    );
+    assert!(agent.handed_out.load(SeqCst) >= 2);
+    assert!(sidecar.log().contains("refused the temporary credentials"));
+}

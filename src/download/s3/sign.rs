@@ -94,6 +94,13 @@ impl Bucket {
                     tracing::warn!(store = %self.name, from = %target.region, to = %region, "the bucket is in another region than assumed; going on there (set region to skip this)");
                     continue;
                 }
+                // AWS answers expired temporary keys with a 400 too.
+                let temporary = keys.as_ref().is_some_and(|k| k.expires.is_some());
+                if temporary && !refreshed && expired(&error) {
+                    refreshed = true;
+                    self.credentials.expire();
+                    continue;
+                }
                 return Err(Failure::Fatal(self.error(status, &error, "")));
             }
             let Some(keys) = keys else {
@@ -121,10 +128,7 @@ impl Bucket {
             // Temporary keys refused: expired early, or a real refusal.
             if method != "HEAD" {
                 let error = S3Error::parse(&response.text(4096).unwrap_or_default());
-                if !matches!(
-                    error.code.as_str(),
-                    "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken"
-                ) {
+                if !expired(&error) {
                     return Err(Failure::Fatal(self.error(status, &error, "")));
                 }
             }
@@ -227,6 +231,14 @@ impl Signing<'_> {
             .map(|h| (h.name().to_owned(), h.value().to_owned()))
             .collect())
     }
+}
+
+/// Whether the store refused keys for having expired.
+fn expired(error: &S3Error) -> bool {
+    matches!(
+        error.code.as_str(),
+        "ExpiredToken" | "TokenRefreshRequired" | "InvalidToken"
+    )
 }
 
 /// The store's clock minus ours, in whole seconds, when its `Date`
