@@ -168,41 +168,10 @@ impl Bucket {
 
     /// HEAD of one object; `None` when it does not exist.
     fn head(&self, key: &str) -> Result<Option<Object>, DownloadError> {
-        let path = self.object_path(key);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let reason = match self.send(
-                "HEAD",
-                &path,
-                &[("x-amz-checksum-mode".into(), "ENABLED".into())],
-            ) {
-                Ok(response) if response.status == 200 => {
-                    return Ok(Some(Object::from_head(key, &response)));
-                }
-                Ok(response) if response.status == 404 => return Ok(None),
-                Ok(response) if transient_status(response.status) => {
-                    format!("HTTP {}", response.status)
-                }
-                Ok(response) => {
-                    let error = S3Error {
-                        code: format!("HTTP {}", response.status),
-                        ..S3Error::default()
-                    };
-                    return Err(self.error(response.status, &error, key));
-                }
-                Err(Failure::Transient(reason)) => reason,
-                Err(Failure::Fatal(e)) => return Err(e),
-            };
-            if attempt >= self.retry.attempts {
-                return Err(DownloadError::Exhausted {
-                    what: format!("HEAD {key}"),
-                    attempts: attempt,
-                    last: reason,
-                });
-            }
-            std::thread::sleep(self.retry.backoff(attempt));
-        }
+        let checksums = [("x-amz-checksum-mode".to_owned(), "ENABLED".to_owned())];
+        self.head_with(key, "", &checksums, |response| {
+            Object::from_head(key, response)
+        })
     }
 
     fn object_path(&self, key: &str) -> String {

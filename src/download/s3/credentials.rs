@@ -337,6 +337,44 @@ pub fn region(env: &dyn Environment, home: Option<&std::path::Path>) -> Option<S
         .or_else(|| Profiles::load(env, home).region(env))
 }
 
+/// Asks a credential service until it answers: `ask` sends one request
+/// and gives back the status and body; a `200` body goes to `read`;
+/// another final status is a refusal, its body told by `told`; network
+/// faults, throttling and 5xx are tried again with the one backoff
+/// policy; a proxy's refusal is final.
+fn ask_service(
+    what: &str,
+    mut ask: impl FnMut() -> Result<std::io::Result<(u16, String)>, CredentialError>,
+    read: impl Fn(&str) -> Result<Keys, CredentialError>,
+    told: impl Fn(&str) -> String,
+) -> Result<Keys, CredentialError> {
+    let policy = crate::net::RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let reason = match ask()? {
+            Err(e) if crate::net::is_denied(&e) => {
+                return Err(CredentialError::Refused(format!("{what}: {e}")));
+            }
+            Err(e) => e.to_string(),
+            Ok((200, body)) => return read(&body),
+            Ok((status, body)) if !crate::download::transient_status(status) => {
+                return Err(CredentialError::Refused(format!(
+                    "{what}: HTTP {status} {}",
+                    told(&body)
+                )));
+            }
+            Ok((status, body)) => format!("HTTP {status} {}", told(&body)),
+        };
+        if attempt >= policy.attempts {
+            return Err(CredentialError::Unavailable(format!(
+                "{what}: failed {attempt} times, last: {reason}"
+            )));
+        }
+        std::thread::sleep(policy.backoff(attempt));
+    }
+}
+
 /// An RFC 3339 time (`2026-12-02T14:00:00Z`), as STS and the credential
 /// endpoints write `Expiration`.
 fn parse_time(text: &str) -> Option<SystemTime> {

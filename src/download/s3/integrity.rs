@@ -280,7 +280,7 @@ impl Bucket {
 
     /// A HEAD of `key` (`query` after its path), retried while it fails
     /// in ways that pass; `None` when the object does not exist.
-    fn head_with<T>(
+    pub(super) fn head_with<T>(
         &self,
         key: &str,
         query: &str,

@@ -12,10 +12,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{CredentialError, JsonKeys, Keys};
+use super::{CredentialError, JsonKeys, Keys, ask_service};
 use crate::download::request::Environment;
-use crate::download::transient_status;
-use crate::net::{HttpClient, RetryPolicy, Url};
+use crate::net::{HttpClient, Url};
 use crate::secret::Secret;
 
 const ECS_HOST: &str = "http://169.254.170.2";
@@ -83,46 +82,27 @@ impl Container {
             None => self.token.clone(),
         };
         let client = HttpClient::new(TIMEOUT);
-        let policy = RetryPolicy::default();
         let where_ = url.display_without_query();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let ask = || {
             let mut headers = vec![("accept".to_owned(), "application/json".to_owned())];
             if let Some(token) = &token {
                 headers.push(("authorization".to_owned(), token.expose().to_owned()));
             }
-            let reason = match client.request("GET", &url, &headers) {
-                Err(e) if crate::net::is_denied(&e) => {
-                    return Err(CredentialError::Refused(e.to_string()));
-                }
-                Err(e) => e.to_string(),
-                Ok(mut response) => {
-                    let status = response.status;
-                    let text = response.text(64 * 1024).unwrap_or_default();
-                    if status == 200 {
-                        let keys: JsonKeys = serde_json::from_str(&text).map_err(|e| {
-                            CredentialError::Unavailable(format!(
-                                "unreadable container credentials from {where_}: {e}"
-                            ))
-                        })?;
-                        return keys.into_keys();
-                    }
-                    if !transient_status(status) {
-                        return Err(CredentialError::Refused(format!(
-                            "container credentials from {where_}: HTTP {status}"
-                        )));
-                    }
-                    format!("HTTP {status}")
-                }
-            };
-            if attempt >= policy.attempts {
-                return Err(CredentialError::Unavailable(format!(
-                    "container credentials from {where_} failed {attempt} times, last: {reason}"
-                )));
-            }
-            std::thread::sleep(policy.backoff(attempt));
-        }
+            Ok(client
+                .request("GET", &url, &headers)
+                .and_then(|mut response| Ok((response.status, response.text(64 * 1024)?))))
+        };
+        let read = |text: &str| {
+            let keys: JsonKeys = serde_json::from_str(text).map_err(|e| {
+                CredentialError::Unavailable(format!(
+                    "unreadable container credentials from {where_}: {e}"
+                ))
+            })?;
+            keys.into_keys()
+        };
+        // The agent's error bodies are not shown: they may echo the token.
+        let what = format!("container credentials from {where_}");
+        ask_service(&what, ask, read, |_| String::new())
     }
 }
 

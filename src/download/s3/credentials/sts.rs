@@ -12,11 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::{CredentialError, Keys, parse_time};
+use super::{CredentialError, Keys, ask_service, parse_time};
 use crate::download::request::Environment;
 use crate::download::s3::sign::{Signing, uri_encode};
-use crate::download::transient_status;
-use crate::net::{HttpClient, RetryPolicy, Url};
+use crate::net::{HttpClient, Url};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -173,14 +172,12 @@ fn call(
         .collect();
     let body = body.join("&").into_bytes();
     let client = HttpClient::new(TIMEOUT);
-    let policy = RetryPolicy::default();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    let ask = || {
         let mut headers = vec![(
             "content-type".to_owned(),
             "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
         )];
+        // Signed again for every attempt: a signature holds minutes.
         if let Some(keys) = signer {
             let signing = Signing {
                 keys,
@@ -193,36 +190,16 @@ fn call(
                 .map_err(|e| CredentialError::Refused(e.to_string()))?;
             headers.extend(signed);
         }
-        let reason = match client.send("POST", &url, &headers, &body) {
-            Err(e) if crate::net::is_denied(&e) => {
-                return Err(CredentialError::Refused(e.to_string()));
-            }
-            Err(e) => e.to_string(),
-            Ok(mut response) => {
-                let status = response.status;
-                let text = response.text(64 * 1024).unwrap_or_default();
-                if status == 200 {
-                    return parse_keys(&text).ok_or_else(|| {
-                        CredentialError::Unavailable(format!("{what}: unreadable STS answer"))
-                    });
-                }
-                let message = sts_error(&text);
-                if !transient_status(status) {
-                    return Err(CredentialError::Refused(format!(
-                        "{what}: HTTP {status} {message}"
-                    )));
-                }
-                format!("HTTP {status} {message}")
-            }
-        };
-        if attempt >= policy.attempts {
-            return Err(CredentialError::Unavailable(format!(
-                "{what}: STS at {} failed {attempt} times, last: {reason}",
-                endpoint.url
-            )));
-        }
-        std::thread::sleep(policy.backoff(attempt));
-    }
+        Ok(client
+            .send("POST", &url, &headers, &body)
+            .and_then(|mut response| Ok((response.status, response.text(64 * 1024)?))))
+    };
+    let read = |text: &str| {
+        parse_keys(text)
+            .ok_or_else(|| CredentialError::Unavailable(format!("{what}: unreadable STS answer")))
+    };
+    let what = format!("{what} (STS at {})", endpoint.url);
+    ask_service(&what, ask, read, sts_error)
 }
 
 #[derive(Deserialize)]
