@@ -18,6 +18,7 @@ pub mod h1;
 pub mod outbound;
 pub mod proxy;
 pub mod retry;
+pub mod stream;
 pub mod url;
 
 pub use blocking::{HttpClient, Response};

@@ -12,7 +12,7 @@
 //!
 //! Redis is never proxied: `HTTPS_PROXY` and its kin are for HTTP.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use rustls::{ClientConnection, StreamOwned};
 
 use super::RedisTarget;
 use crate::net::outbound::{self, TrustError};
+use crate::net::stream::Stream;
 
 /// Why no usable connection to Redis was made. Never shows the password.
 #[derive(Debug, thiserror::Error)]
@@ -100,35 +101,6 @@ impl std::error::Error for Answer {}
 
 const UNTRUSTED_HINT: &str = " (its certificate must chain to a CA in the system roots, \
 SSL_CERT_FILE or SSL_CERT_DIR, and name the host)";
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
 
 /// One connection, authenticated and on its database. It speaks RESP2
 /// without transactions, which is all the writer sends; after any error

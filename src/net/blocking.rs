@@ -30,41 +30,13 @@ use super::h1::{BodyDecoder, ResponseHead};
 use super::is_stale;
 use super::outbound::{self, Route};
 use super::proxy::Proxy;
+use super::stream::Stream;
 use super::url::{Origin, Url};
 
 /// Most idle connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 64;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
 
 struct Connection {
     stream: Stream,
