@@ -5,8 +5,12 @@
 //! publisher keeps the last `buffer_steps` batches (`KVEventsConfig`,
 //! default 10,000) as `(seq, payload)` and binds a ROUTER socket on
 //! `KVEventsConfig.replay_endpoint` (no environment variable: the engine
-//! reads it from `--kv-events-config` only; SGLang's copy of the module
-//! has the same shape). A request is one frame after the empty delimiter,
+//! reads it from `--kv-events-config` only). SGLang's copy
+//! (`python/sglang/srt/disaggregation/kv_events.py`, read at
+//! sgl-project/sglang commit `006d053f`) speaks the same protocol, with
+//! `replay_endpoint` in its `--kv-events-config` JSON, no variable either.
+//! Both engines add the data-parallel rank to the port of each rank's
+//! sockets; the sidecar asks the one endpoint it is given. A request is one frame after the empty delimiter,
 //! the first wanted sequence number as 8 bytes big-endian; the ROUTER
 //! checks for exactly three frames `[identity, "", start]`. It answers,
 //! for every buffered batch with `seq >= start`, `[identity, "", seq
