@@ -131,6 +131,13 @@ pub struct ServeArgs {
     /// Topic of the KV-cache events; empty accepts every topic [default: $VLLM_ZMQ_TOPIC_FILTER or "kv-events" for vLLM, $SGLANG_ZMQ_TOPIC_FILTER or empty for SGLang].
     #[arg(long, value_name = "TOPIC")]
     pub kv_events_topic: Option<String>,
+    /// ZMQ endpoint of the engine's KV event replay buffer (vLLM's `KVEventsConfig.replay_endpoint`, e.g. tcp://localhost:5558); a sequence gap asks it for the lost batches.
+    #[arg(
+        long,
+        env = "MATRIXINFER_KV_EVENTS_REPLAY_ENDPOINT",
+        value_name = "ENDPOINT"
+    )]
+    pub kv_events_replay_endpoint: Option<String>,
     /// KV event batches held while Redis is unavailable; later ones are dropped and counted.
     #[arg(long, env = "MATRIXINFER_KV_EVENTS_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub kv_events_buffer: u32,

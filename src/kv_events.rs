@@ -8,6 +8,8 @@
 //! - [`subscriber`]: a ZMQ SUB socket on the engine's endpoint (reconnects
 //!   for ever), checks the three frames, counts sequence gaps, decodes the
 //!   msgpack batch ([`decode`]);
+//!   on a gap, asks the engine's replay buffer for what was lost
+//!   ([`replay`], vLLM's protocol) when it has one;
 //! - [`writer`]: applies each batch to Redis in one pipeline, with the
 //!   standardized hash of [`hash`], over a [`connection`] (TCP or TLS,
 //!   the default or an ACL user).
@@ -21,6 +23,7 @@
 pub mod connection;
 pub mod decode;
 pub mod hash;
+mod replay;
 mod subscriber;
 mod writer;
 
@@ -50,6 +53,9 @@ pub struct KvEventsConfig {
     pub endpoint: String,
     /// Exact topic to accept; empty accepts every topic.
     pub topic: String,
+    /// The engine's replay socket (vLLM's `replay_endpoint`), asked for
+    /// the batches a sequence gap lost.
+    pub replay_endpoint: Option<String>,
     /// Where the index lives.
     pub redis: RedisTarget,
     /// The key layout: engine, Pod, model.
@@ -95,15 +101,18 @@ impl KvEvents {
         tracing::info!(
             endpoint = %config.endpoint,
             topic = %config.topic,
+            replay = config.replay_endpoint.as_deref().unwrap_or("none"),
             redis = %config.redis,
             "KV events: subscribing; Redis is contacted when the first events arrive"
         );
         let writer = Writer::new(&config.redis, config.index, stats.clone(), shutdown.clone());
-        let subscriber = subscriber::Subscriber::new(&config.endpoint, &config.topic, queue)
-            .map_err(|source| StartError::Endpoint {
-                endpoint: config.endpoint.clone(),
-                source,
-            })?;
+        let subscriber = subscriber::Subscriber::new(
+            &config.endpoint,
+            &config.topic,
+            config.replay_endpoint.as_deref(),
+            queue,
+        )
+        .map_err(|(endpoint, source)| StartError::Endpoint { endpoint, source })?;
         let writer = std::thread::Builder::new()
             .name("kv-writer".into())
             .spawn(move || writer.run(rx))
@@ -208,6 +217,9 @@ pub struct KvStats {
     messages: AtomicU64,
     wrong_topic: AtomicU64,
     seq_gaps: AtomicU64,
+    replayed: AtomicU64,
+    unrecoverable: AtomicU64,
+    duplicates: AtomicU64,
     events: [AtomicU64; 4],
     decode_errors: [AtomicU64; 3],
     batches_written: AtomicU64,
@@ -226,6 +238,9 @@ impl Default for KvStats {
             messages: AtomicU64::new(0),
             wrong_topic: AtomicU64::new(0),
             seq_gaps: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            unrecoverable: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             events: Default::default(),
             decode_errors: Default::default(),
             batches_written: AtomicU64::new(0),
@@ -254,6 +269,21 @@ impl KvStats {
     /// Counts sequence numbers that never arrived.
     pub fn seq_gap(&self, missed: u64) {
         self.seq_gaps.fetch_add(missed, Relaxed);
+    }
+
+    /// Counts batches the replay buffer gave back and that were applied.
+    pub fn replayed(&self, n: u64) {
+        self.replayed.fetch_add(n, Relaxed);
+    }
+
+    /// Counts lost batches the replay buffer could not give back.
+    pub fn unrecoverable(&self, n: u64) {
+        self.unrecoverable.fetch_add(n, Relaxed);
+    }
+
+    /// Counts batches skipped because a replay had applied them already.
+    pub fn duplicates(&self, n: u64) {
+        self.duplicates.fetch_add(n, Relaxed);
     }
 
     /// Counts decoded events.
@@ -337,6 +367,24 @@ impl MetricsSection for KvStats {
             "matrixinfer_runtime_kv_sequence_gaps_total",
             "KV event messages the engine numbered but that never arrived.",
             &self.seq_gaps,
+        );
+        counter(
+            out,
+            "matrixinfer_runtime_kv_replayed_batches_total",
+            "KV event batches lost from the live stream, then applied from the engine's replay buffer.",
+            &self.replayed,
+        );
+        counter(
+            out,
+            "matrixinfer_runtime_kv_unrecoverable_batches_total",
+            "KV event batches lost from the live stream that no replay gave back (none configured, buffer too short, replay failed).",
+            &self.unrecoverable,
+        );
+        counter(
+            out,
+            "matrixinfer_runtime_kv_duplicate_batches_total",
+            "KV event batches skipped because a replay had applied them already.",
+            &self.duplicates,
         );
         let name = "matrixinfer_runtime_kv_events_total";
         expo::header(out, name, "counter", "KV events decoded, by type.");

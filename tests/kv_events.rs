@@ -113,6 +113,8 @@ pub(crate) struct Publisher {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     port: u16,
+    /// Its replay socket, as vLLM's, when it has one.
+    replay_port: Option<u16>,
 }
 
 impl Publisher {
@@ -120,13 +122,27 @@ impl Publisher {
         Publisher::start_on(None)
     }
 
+    /// With vLLM's replay socket, keeping the last `buffer_steps` batches.
+    pub(crate) fn start_with_replay(buffer_steps: usize) -> Publisher {
+        Publisher::launch(None, Some(buffer_steps))
+    }
+
     /// On `port`, or a free one.
     fn start_on(port: Option<u16>) -> Publisher {
+        Publisher::launch(port, None)
+    }
+
+    fn launch(port: Option<u16>, replay: Option<usize>) -> Publisher {
         let python = std::env::var("MATRIXINFER_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kv_publisher.py");
         let mut child = Command::new(&python)
             .arg(script)
             .args(port.map(|p| p.to_string()))
+            .args(
+                replay
+                    .iter()
+                    .flat_map(|n| ["--replay".to_owned(), n.to_string()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -141,16 +157,32 @@ impl Publisher {
             .unwrap_or_else(|| {
                 panic!("{python} did not start the publisher (needs pyzmq and msgspec, which scripts/test installs): {line:?}")
             });
+        let replay_port = replay.map(|_| {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            line.strip_prefix("replay ")
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no replay socket: {line:?}"))
+        });
         Publisher {
             child,
             stdin,
             stdout,
             port,
+            replay_port,
         }
     }
 
     pub(crate) fn endpoint(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Its replay socket's endpoint.
+    pub(crate) fn replay_endpoint(&self) -> String {
+        format!(
+            "tcp://127.0.0.1:{}",
+            self.replay_port.expect("started with replay")
+        )
     }
 
     fn command(&mut self, command: Value) -> String {
@@ -199,7 +231,12 @@ pub(crate) struct Bridge {
 impl Bridge {
     /// A sidecar for `engine` on the publisher's endpoint, writing to
     /// `redis`, with `extra` flags.
-    fn start(engine: &str, publisher: &Publisher, redis: &RedisServer, extra: &[&str]) -> Bridge {
+    pub(crate) fn start(
+        engine: &str,
+        publisher: &Publisher,
+        redis: &RedisServer,
+        extra: &[&str],
+    ) -> Bridge {
         let flavor = if engine == "vllm" {
             "vllm-v1"
         } else {

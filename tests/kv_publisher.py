@@ -26,15 +26,31 @@ Protocol, one JSON object per stdin line, one answer line on stdout:
   {"frames": ["<hex>", ...]} -> "ok": sends exactly these frames
   {"std_hash": [token ids]} -> the standardized hash, computed here with
       hashlib, independently of the code under test
+      "drop": true -> numbered and kept in the replay buffer, but not sent
+      on the PUB socket: a message the live stream lost
+  {"frames": ["<hex>", ...]} -> "ok": sends exactly these frames
 The first line printed is "port <n>": where the PUB socket is bound (the
-port given as the only argument, else a free one).
+port given as the first argument, else a free one).
+
+With "--replay <buffer_steps>", the replay side of vLLM's ZmqEventPublisher
+(vllm/distributed/kv_events.py) as well, and a second line "replay <n>":
+a ROUTER socket keeps the last buffer_steps (seq, payload) pairs and
+answers a request [identity, "", start (8 bytes big-endian)] (exactly
+three frames, else ignored) with [identity, "", seq, payload] for every
+buffered seq >= start, then [identity, "", (-1) signed 8 bytes, ""].
+vLLM serves it from its publisher thread between two sends; here a thread
+of its own serves it, and a batch enters the buffer before it is sent,
+under a lock, so a request never sees a batch sent but not yet buffered,
+as in vLLM, where the one thread does both.
 """
 
 import hashlib
 import itertools
 import json
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any, Optional, Union
 
 import msgspec
@@ -200,16 +216,58 @@ def build_event(types, spec):
     return kind(**{k: v for k, v in spec.items() if k in fields})
 
 
+END_SEQ = (-1).to_bytes(8, "big", signed=True)
+
+
+class ReplayBuffer:
+    """vLLM's replay buffer and its ROUTER socket."""
+
+    def __init__(self, context, buffer_steps):
+        self.buffer = deque(maxlen=buffer_steps)
+        self.lock = threading.Lock()
+        self.router = context.socket(zmq.ROUTER)
+        self.port = self.router.bind_to_random_port("tcp://127.0.0.1")
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def append(self, seq, payload):
+        with self.lock:
+            self.buffer.append((seq, payload))
+
+    def serve(self):
+        while True:
+            frame = self.router.recv_multipart()
+            if len(frame) != 3:
+                continue
+            client_id, _, start_seq_bytes = frame
+            start_seq = int.from_bytes(start_seq_bytes, "big")
+            with self.lock:
+                buffered = list(self.buffer)
+            for seq, buf in buffered:
+                if seq >= start_seq:
+                    self.router.send_multipart((client_id, b"", seq.to_bytes(8, "big"), buf))
+            self.router.send_multipart((client_id, b"", END_SEQ, b""))
+
+
 def main():
+    args = sys.argv[1:]
+    replay_steps = None
+    if "--replay" in args:
+        at = args.index("--replay")
+        replay_steps = int(args[at + 1])
+        del args[at : at + 2]
     context = zmq.Context.instance()
     pub = context.socket(zmq.PUB)
     pub.set_hwm(100_000)
-    if len(sys.argv) > 1:
-        port = int(sys.argv[1])
+    if args:
+        port = int(args[0])
         pub.bind(f"tcp://127.0.0.1:{port}")
     else:
         port = pub.bind_to_random_port("tcp://127.0.0.1")
     print(f"port {port}", flush=True)
+    replay = None
+    if replay_steps is not None:
+        replay = ReplayBuffer(context, replay_steps)
+        print(f"replay {replay.port}", flush=True)
     encoder = msgspec.msgpack.Encoder()
     seq_gen = itertools.count()
     for line in sys.stdin:
@@ -234,8 +292,11 @@ def main():
             seq = spec.get("seq")
             if seq is None:
                 seq = next(seq_gen)
-            topic = spec.get("topic", "kv-events").encode()
-            pub.send_multipart([topic, seq.to_bytes(8, "big"), payload])
+            if replay is not None:
+                replay.append(seq, payload)
+            if not spec.get("drop"):
+                topic = spec.get("topic", "kv-events").encode()
+                pub.send_multipart([topic, seq.to_bytes(8, "big"), payload])
             print("ok", flush=True)
 
 

@@ -42,6 +42,8 @@ mod filters;
 mod filter_containment;
 // KV-cache events: a real ZMQ publisher and redis-server around the bridge.
 mod kv_events;
+// KV event replay: vLLM's replay buffer fills what the live stream lost.
+mod kv_replay;
 // Redis over TLS from a private CA, with ACL users; wrong CA, wrong password.
 mod kv_redis_tls;
 // The layout of src/: file sizes, import cycles, the network layer's edges.

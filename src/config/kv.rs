@@ -46,6 +46,12 @@ pub(super) fn kv_events_config(
     Ok(Some(KvEventsConfig {
         endpoint: endpoint.trim().to_owned(),
         topic,
+        replay_endpoint: args
+            .kv_events_replay_endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned),
         redis: redis_target(args, &env)?,
         index: Index {
             engine,

@@ -169,6 +169,8 @@ fn kv_events_settings() {
         "2",
         "--kv-events-buffer",
         "8",
+        "--kv-events-replay-endpoint",
+        " tcp://vllm:5558 ",
     ]);
     let flagged = resolve(&flags, Engine::Vllm, vars).unwrap();
     assert_eq!(
@@ -184,6 +186,13 @@ fn kv_events_settings() {
         ("10.0.0.1", 6380, 2)
     );
     assert_eq!(flagged.buffer, 8);
+    assert_eq!(flagged.replay_endpoint.as_deref(), Some("tcp://vllm:5558"));
+    assert_eq!(
+        resolve(&args(&[]), Engine::Vllm, vars)
+            .unwrap()
+            .replay_endpoint,
+        None
+    );
     let tls = resolve(
         &args(&["--redis-tls", "--redis-username", "kv"]),
         Engine::Vllm,

@@ -6,16 +6,28 @@
 //! counted as that many lost messages; a step back means the engine
 //! restarted), and the payload is a msgpack batch ([`super::decode`]).
 //!
+//! With a replay endpoint ([`super::replay`]), a gap is filled before
+//! the message that revealed it is applied: every batch the engine's
+//! buffer still holds from the first missed one on is applied in order,
+//! then the live stream goes on, its batches the replay already applied
+//! skipped as duplicates. Meanwhile the live socket is not read, so what
+//! arrives waits in it (and in the engine's high-water mark) rather than
+//! overtaking older batches. Sequence numbers the buffer no longer holds,
+//! or a replay that fails or times out, are counted as unrecoverable.
+//! The gap counter counts what the live stream lost either way.
+//!
 //! The socket runs on a current-thread tokio runtime of its own (the
 //! runtime the zeromq crate drives its I/O with). It connects for ever:
 //! while the engine is not up yet, and again after it restarts.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
 
+use super::replay::{Replay, ReplayError};
 use super::{DecodeError, KvStats, Queue, Queued, Throttle, decode_batch};
 use crate::net::RetryPolicy;
 use crate::shutdown::Shutdown;
@@ -28,6 +40,11 @@ pub struct Subscriber {
     queue: Queue,
     stats: Arc<KvStats>,
     last_seq: Option<u64>,
+    /// The engine's replay socket, if it has one.
+    replay: Option<String>,
+    /// Sequence numbers the last replay applied, which the live stream
+    /// still has to deliver (and which are then skipped).
+    replayed: Option<RangeInclusive<u64>>,
     warnings: Throttle,
 }
 
@@ -35,15 +52,27 @@ pub struct Subscriber {
 pub type EndpointError = <zeromq::Endpoint as std::str::FromStr>::Err;
 
 impl Subscriber {
-    /// Checks the endpoint's syntax; connects only in [`Subscriber::run`].
-    pub fn new(endpoint: &str, topic: &str, queue: Queue) -> Result<Subscriber, EndpointError> {
-        endpoint.parse::<zeromq::Endpoint>()?;
+    /// Checks the endpoints' syntax (`Err` names the bad one); connects
+    /// only in [`Subscriber::run`], to the replay endpoint only on a gap.
+    pub fn new(
+        endpoint: &str,
+        topic: &str,
+        replay: Option<&str>,
+        queue: Queue,
+    ) -> Result<Subscriber, (String, EndpointError)> {
+        for endpoint in std::iter::once(endpoint).chain(replay) {
+            endpoint
+                .parse::<zeromq::Endpoint>()
+                .map_err(|e| (endpoint.to_owned(), e))?;
+        }
         Ok(Subscriber {
             endpoint: endpoint.to_owned(),
             topic: topic.to_owned(),
             stats: queue.stats.clone(),
             queue,
             last_seq: None,
+            replay: replay.map(str::to_owned),
+            replayed: None,
             warnings: Throttle::new(Duration::from_secs(30)),
         })
     }
@@ -76,7 +105,7 @@ impl Subscriber {
         loop {
             tokio::select! {
                 message = socket.recv() => match message {
-                    Ok(message) => self.handle(message),
+                    Ok(message) => self.handle(message).await,
                     Err(e) => {
                         tracing::debug!("KV events: receive failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -141,8 +170,9 @@ impl Subscriber {
         }
     }
 
-    /// Checks, decodes and queues one message.
-    pub fn handle(&mut self, message: ZmqMessage) {
+    /// Checks, decodes and queues one message, after what the replay
+    /// buffer holds of the messages lost before it.
+    pub async fn handle(&mut self, message: ZmqMessage) {
         let received = Instant::now();
         let frames = message.into_vec();
         let [topic, seq, payload] = frames.as_slice() else {
@@ -163,7 +193,13 @@ impl Subscriber {
             return;
         };
         self.stats.message();
-        self.sequence(u64::from_be_bytes(seq));
+        if self.sequence(u64::from_be_bytes(seq)).await {
+            self.apply(payload, received);
+        }
+    }
+
+    /// Decodes and queues one batch.
+    fn apply(&mut self, payload: &[u8], received: Instant) {
         let batch = match decode_batch(payload) {
             Ok(batch) => batch,
             Err(e) => {
@@ -195,7 +231,9 @@ impl Subscriber {
         });
     }
 
-    fn sequence(&mut self, seq: u64) {
+    /// Whether the live message `seq` is to be applied: not when a replay
+    /// already did.
+    async fn sequence(&mut self, seq: u64) -> bool {
         match self.last_seq {
             Some(last) if seq > last.saturating_add(1) => {
                 let missed = seq - last - 1;
@@ -203,8 +241,22 @@ impl Subscriber {
                 self.warn(format_args!(
                     "{missed} messages lost (sequence {last} to {seq})"
                 ));
+                if let Some(endpoint) = self.replay.clone() {
+                    self.recover(&endpoint, last + 1, seq).await;
+                    if self.last_seq.is_some_and(|l| l >= seq) {
+                        self.stats.duplicates(1);
+                        return false;
+                    }
+                } else {
+                    self.stats.unrecoverable(missed);
+                }
             }
             Some(last) if seq <= last => {
+                if self.replayed.as_ref().is_some_and(|r| r.contains(&seq)) {
+                    self.stats.duplicates(1);
+                    return false;
+                }
+                self.replayed = None;
                 tracing::info!(
                     seq,
                     last,
@@ -214,6 +266,60 @@ impl Subscriber {
             _ => {}
         }
         self.last_seq = Some(seq);
+        true
+    }
+
+    /// Applies what the replay buffer holds from `start` on; what it no
+    /// longer holds before `live` is unrecoverable.
+    async fn recover(&mut self, endpoint: &str, start: u64, live: u64) {
+        let mut next = start;
+        if let Err(e) = self.replay_from(endpoint, &mut next, live).await {
+            self.warn(format_args!(
+                "replay from {endpoint} failed after sequence {}: {e}",
+                next.wrapping_sub(1)
+            ));
+        }
+        if next < live {
+            self.stats.unrecoverable(live - next);
+            self.warn(format_args!(
+                "{} messages not recovered (the replay buffer no longer holds them, or the replay failed)",
+                live - next
+            ));
+        }
+        if next > start {
+            self.last_seq = Some(next - 1);
+            self.replayed = Some(start..=next - 1);
+        }
+    }
+
+    /// Applies the replayed batches in order; `next` is the first sequence
+    /// number not applied yet.
+    async fn replay_from(
+        &mut self,
+        endpoint: &str,
+        next: &mut u64,
+        live: u64,
+    ) -> Result<(), ReplayError> {
+        let mut replay = Replay::request(endpoint, *next).await?;
+        while let Some((seq, payload)) = replay.next().await? {
+            if seq < *next {
+                self.stats.duplicates(1);
+                continue;
+            }
+            if seq > *next {
+                if seq > live {
+                    // A hole reaching past the live message: the live
+                    // stream has the rest ([`Self::recover`] counts what
+                    // is missing before it).
+                    break;
+                }
+                self.stats.unrecoverable(seq - *next);
+            }
+            self.apply(&payload, Instant::now());
+            self.stats.replayed(1);
+            *next = seq + 1;
+        }
+        Ok(())
     }
 
     fn warn(&mut self, what: std::fmt::Arguments<'_>) {
