@@ -122,6 +122,9 @@ pub struct ServeArgs {
     /// Downloads and LoRA loads that may run at once; beyond it a request is answered 429 with Retry-After.
     #[arg(long, env = "MATRIXINFER_MAX_CONCURRENT_JOBS", default_value_t = crate::download::jobs::MAX_CONCURRENT_JOBS as u16, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_jobs: u16,
+    /// Downloads and LoRA loads that may wait for a place when --max-concurrent-jobs run (async ones are answered 202 with state "queued"); beyond it a request is answered 429 with Retry-After.
+    #[arg(long, env = "MATRIXINFER_MAX_QUEUED_JOBS", default_value_t = crate::download::jobs::MAX_QUEUED_JOBS as u16, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    pub max_queued_jobs: u16,
     /// Do not bridge the engine's KV-cache events into Redis.
     #[arg(long, env = "MATRIXINFER_NO_KV_EVENTS")]
     pub no_kv_events: bool,
@@ -194,6 +197,8 @@ pub struct Config {
     pub engine_retry_window: Duration,
     /// Downloads and LoRA operations run at once, at most.
     pub max_concurrent_jobs: usize,
+    /// Downloads and LoRA loads that wait for a place, at most.
+    pub max_queued_jobs: usize,
     /// WASM filters, in order.
     pub filters: Vec<FilterSpec>,
     /// Their limits.
@@ -301,6 +306,7 @@ impl Config {
             request_timeout: args.request_timeout,
             engine_retry_window: args.engine_retry_window,
             max_concurrent_jobs: usize::from(args.max_concurrent_jobs),
+            max_queued_jobs: usize::from(args.max_queued_jobs),
             filters,
             filter_limits,
             workers: args.server.worker_count(),

@@ -88,6 +88,7 @@ pub(crate) fn run(
         request_timeout: std::time::Duration::from_secs(30),
         engine_retry_window: std::time::Duration::from_secs(30),
         max_concurrent_jobs: crate::download::jobs::MAX_CONCURRENT_JOBS,
+        max_queued_jobs: crate::download::jobs::MAX_QUEUED_JOBS,
         filters: args
             .filters
             .iter()

@@ -232,9 +232,9 @@ fn describe(answer: &Answer) -> String {
     }
 }
 
-/// Starts a load on a thread of its own: registers the job, returns it
-/// and the channel its answer arrives on; refused when the cap on
-/// concurrent jobs is reached.
+/// Starts a load on a thread of its own (or queues it): registers the
+/// job, returns it and the channel its answer arrives on; refused when the
+/// cap on concurrent jobs is reached and the queue is full.
 pub fn spawn_load(
     lora: &Arc<Lora>,
     request: LoadRequest,
@@ -245,6 +245,7 @@ pub fn spawn_load(
         Kind::LoraLoad {
             lora_name: request.lora_name.clone(),
         },
+        permit.place(),
     );
     let (worker_lora, worker_job) = (lora.clone(), job.clone());
     let spawned = permit.spawn(format!("lora-{}", &job.id[..8]), move || {

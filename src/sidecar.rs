@@ -16,7 +16,11 @@ use crate::net::UrlError;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
 use crate::shutdown::Shutdown;
 use crate::stats::{MetricsSection, Stats};
-use crate::upstream::EngineClient;
+use crate::upstream::{EngineClient, Resolver};
+
+/// How long the start waits for the first lookup of the engine's name
+/// before it listens anyway (scrapes answer 502 until the name resolves).
+const FIRST_LOOKUP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A running sidecar.
 #[derive(Debug)]
@@ -75,7 +79,7 @@ pub enum StartError {
 
 /// Binds, starts the workers and returns; the workers stop when
 /// `shutdown` is triggered.
-pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartError> {
+pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartError> {
     let guard = shutdown.clone();
     let _starting = guard.starting();
     runtime::raise_open_files_limit(config.server.connections.max());
@@ -101,13 +105,24 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, Sta
     }
     // Names resolve here, at start, never while arguments are parsed.
     let listen = config.listen.resolve().map_err(StartError::Resolve)?;
-    if let Err(e) = config.endpoint.resolve() {
+    // The engine's name is looked up on a thread of its own, never on a
+    // worker; the first answer is awaited here, on the starting thread.
+    let resolver =
+        Resolver::start(&config.endpoint.hostname, config.endpoint.port).map_err(|source| {
+            StartError::Threads {
+                what: "engine-dns",
+                source,
+            }
+        })?;
+    if let Err(e) = resolver.wait_first(FIRST_LOOKUP_PATIENCE) {
         tracing::warn!(
             url = %config.endpoint.base_url,
             error = %e,
-            "the engine host does not resolve yet; every connection attempt will try again"
+            "the engine host does not resolve yet; it is looked up again every {}s, and scrapes answer 502 until it resolves",
+            crate::upstream::RESOLVE_TTL.as_secs()
         );
     }
+    let resolver = Arc::new(resolver);
     let listeners = runtime::bind(listen, config.workers).map_err(|source| StartError::Listen {
         addr: listen,
         source,
@@ -118,7 +133,10 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, Sta
             addr: listen,
             source,
         })?;
-    let jobs = Arc::new(Jobs::new(config.max_concurrent_jobs));
+    let jobs = Arc::new(Jobs::new(
+        config.max_concurrent_jobs,
+        config.max_queued_jobs,
+    ));
     {
         // Running downloads stop with the process; what they fetched is
         // kept and resumed by the next request for the same directory.
@@ -170,7 +188,7 @@ pub fn start(mut config: Config, shutdown: Arc<Shutdown>) -> Result<Running, Sta
     let timeout = config.request_timeout;
     let worker_stats = stats.clone();
     let workers = runtime::start("worker", config.io_driver, listeners, move |start| {
-        let engine = EngineClient::new(endpoint.clone(), &metrics_path, timeout);
+        let engine = EngineClient::new(endpoint.clone(), resolver.clone(), &metrics_path, timeout);
         let app = Rc::new(App::new(
             start.index,
             worker_stats.clone(),

@@ -15,10 +15,11 @@
 
 mod endpoint;
 mod exchange;
+mod resolver;
 
 use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -28,6 +29,7 @@ use monoio::time::Instant;
 
 pub use endpoint::{EndpointError, EngineEndpoint};
 pub use exchange::Exchange;
+pub use resolver::{Lookup, RESOLVE_TTL, Resolver, system_lookup};
 
 use crate::net::h1::{Coding, ResponseHead};
 use crate::net::is_stale;
@@ -44,6 +46,16 @@ const READ_SIZE: usize = 64 * 1024;
 /// body longer than a line or two.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    /// The engine's host name has never resolved.
+    #[error("cannot connect to {url}: the engine host {host} does not resolve: {reason}")]
+    Resolve {
+        /// The URL requested.
+        url: String,
+        /// The host name.
+        host: String,
+        /// The resolver's error.
+        reason: String,
+    },
     /// No connection could be made.
     #[error("cannot connect to {url}")]
     Connect {
@@ -100,7 +112,7 @@ impl UpstreamError {
     /// Why, as counted.
     pub fn reason(&self) -> Failure {
         match self {
-            UpstreamError::Connect { .. } => Failure::Connect,
+            UpstreamError::Connect { .. } | UpstreamError::Resolve { .. } => Failure::Connect,
             UpstreamError::Timeout { .. } => Failure::Timeout,
             UpstreamError::Status { .. } => Failure::Status,
             UpstreamError::Protocol { .. } => Failure::Protocol,
@@ -132,7 +144,7 @@ pub struct EngineClient {
     metrics: Prepared,
     health: Prepared,
     idle: RefCell<Vec<TcpStream>>,
-    addrs: RefCell<Vec<SocketAddr>>,
+    resolver: Arc<Resolver>,
 }
 
 /// A request written out once at start.
@@ -160,8 +172,14 @@ impl Prepared {
 }
 
 impl EngineClient {
-    /// A client for `endpoint` with `metrics_path` and a per-request limit.
-    pub fn new(endpoint: EngineEndpoint, metrics_path: &str, timeout: Duration) -> EngineClient {
+    /// A client for `endpoint`, whose addresses `resolver` keeps, with
+    /// `metrics_path` and a per-request limit.
+    pub fn new(
+        endpoint: EngineEndpoint,
+        resolver: Arc<Resolver>,
+        metrics_path: &str,
+        timeout: Duration,
+    ) -> EngineClient {
         // Classic text format: OpenMetrics from SGLang may spell sample
         // names differently from their TYPE line.
         let metrics = Prepared::new(
@@ -170,14 +188,13 @@ impl EngineClient {
             "text/plain;version=0.0.4;q=1,*/*;q=0.1",
         );
         let health = Prepared::new(&endpoint, "/health", "*/*");
-        let addrs = RefCell::new(endpoint.addrs.clone());
         EngineClient {
             endpoint,
             timeout,
             metrics,
             health,
             idle: RefCell::new(Vec::new()),
-            addrs,
+            resolver,
         }
     }
 
@@ -245,18 +262,17 @@ impl EngineClient {
     }
 
     async fn connect(&self, url: &str, deadline: Instant) -> Result<TcpStream, UpstreamError> {
-        if self.addrs.borrow().is_empty() {
-            let addrs = endpoint::resolve(&self.endpoint.hostname, self.endpoint.port).map_err(
-                |source| UpstreamError::Connect {
-                    url: url.to_owned(),
-                    source,
-                },
-            )?;
-            *self.addrs.borrow_mut() = addrs;
-        }
-        let addrs = self.addrs.borrow().clone();
+        // The cached addresses: the lookup runs on the resolver's thread.
+        let addrs = self
+            .resolver
+            .addresses()
+            .map_err(|reason| UpstreamError::Resolve {
+                url: url.to_owned(),
+                host: self.endpoint.hostname.clone(),
+                reason,
+            })?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for addr in &addrs {
+        for addr in addrs.iter() {
             match monoio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
@@ -264,6 +280,7 @@ impl EngineClient {
                 }
                 Ok(Err(e)) => last = e,
                 Err(_) => {
+                    self.resolver.refresh();
                     return Err(UpstreamError::Timeout {
                         url: url.to_owned(),
                         timeout: self.timeout,
@@ -271,6 +288,8 @@ impl EngineClient {
                 }
             }
         }
+        // The engine may have moved: look the name up again, off-thread.
+        self.resolver.refresh();
         Err(UpstreamError::Connect {
             url: url.to_owned(),
             source: last,
@@ -375,7 +394,9 @@ mod tests {
     #[test]
     fn prepared_requests() {
         let e = EngineEndpoint::parse("http://localhost:8000/p").unwrap();
-        let client = EngineClient::new(e, "/metrics", Duration::from_secs(1));
+        let lookup: Arc<Lookup> = Arc::new(|_: &str, _| Ok(Vec::new()));
+        let resolver = Resolver::start_with("localhost", 8000, RESOLVE_TTL, lookup).unwrap();
+        let client = EngineClient::new(e, Arc::new(resolver), "/metrics", Duration::from_secs(1));
         assert_eq!(
             client.url(Target::Metrics),
             "http://localhost:8000/p/metrics"

@@ -844,7 +844,7 @@ fn old_stores_without_listobjectsv2_and_slowdowns_are_handled() {
     );
 }
 
-/// Jobs beyond `--max-concurrent-jobs` are refused with 429 and
+/// Jobs beyond `--max-concurrent-jobs` (with no queue) are refused with 429 and
 /// `Retry-After`, downloads and LoRA loads alike, and no job is
 /// registered for them; the one running is not disturbed. (Unloads, short
 /// engine calls, have a cap of their own.)
@@ -860,6 +860,8 @@ fn jobs_beyond_the_cap_are_answered_429() {
         .workers(1)
         .arg("--max-concurrent-jobs")
         .arg("1")
+        .arg("--max-queued-jobs")
+        .arg("0")
         .start();
     let config =
         serde_json::json!({ "hf_endpoint": format!("http://{}", silent.addr) }).to_string();

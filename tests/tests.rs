@@ -24,6 +24,8 @@ mod bench;
 mod cli;
 // As the Pod runs it: nobody, on a read-only root filesystem.
 mod container;
+// Caps on jobs and threads; the engine's name looked up off the workers.
+mod bounded;
 // Model downloads from S3, HuggingFace and PVCs, by API and command line.
 mod download;
 // Sources and disks that fail during a download.

@@ -560,13 +560,13 @@ pub fn post_json_authorized(
     client.response().expect("an answer")
 }
 
-/// Polls `/v1/downloads/{id}` until the job is no longer running (up to
+/// Polls `/v1/downloads/{id}` until the job is no longer queued or running (up to
 /// `limit`); returns its last status document.
 pub fn wait_for_job(sidecar: &Proc, id: &str, limit: Duration) -> serde_json::Value {
     let deadline = Instant::now() + limit;
     loop {
         let status = get(sidecar.addr, &format!("/v1/downloads/{id}")).json();
-        if status["state"] != "running" {
+        if status["state"] != "running" && status["state"] != "queued" {
             return status;
         }
         assert!(

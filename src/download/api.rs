@@ -43,11 +43,12 @@ pub async fn download_model(
         Ok(permit) => permit,
         Err(busy) => return too_many(res, &busy).await,
     };
-    let job = jobs.register(request, Kind::Model);
+    let job = jobs.register(request, Kind::Model, permit.place());
     let done = jobs.spawn(job.clone(), permit);
     if async_download {
         let body = json!({
             "status": "started",
+            "state": job.status()["state"],
             "message": "Model download started in background",
             "source": source,
             "output_dir": output_dir,
@@ -83,7 +84,8 @@ pub async fn download_model(
     }
 }
 
-/// `429` with `Retry-After`: the cap on concurrent jobs is reached.
+/// `429` with `Retry-After`: the cap on concurrent jobs is reached and
+/// the queue is full.
 pub async fn too_many(res: &mut Responder<'_>, busy: &Busy) -> io::Result<()> {
     let body = json!({ "detail": busy.to_string() }).to_string();
     let headers = [("content-type", "application/json"), ("retry-after", "5")];

@@ -41,7 +41,7 @@ pub fn run(args: DownloadArgs) -> Result<(), Box<dyn std::error::Error + Send + 
     }
     let request = DownloadRequest::from_fields(&fields, &ProcessEnvironment)?;
     let jobs = Jobs::default();
-    let job = jobs.register(request, Kind::Model);
+    let job = jobs.register(request, Kind::Model, crate::offload::Place::Running);
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         scope.spawn(|| show_progress(&job.progress, &done));

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::fetch::Progress;
 use super::request::DownloadRequest;
 use super::{DownloadError, SourceKind, execute};
-use crate::offload::{Offload, Permit};
+use crate::offload::{Offload, Permit, Place};
 use crate::prom::expo;
 
 /// Finished jobs kept for the status API.
@@ -26,6 +26,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Where a job stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
+    /// Waiting for a place under `--max-concurrent-jobs`; no thread yet.
+    Queued,
     /// Still working.
     Running,
     /// Everything is present and verified.
@@ -69,6 +71,19 @@ impl Job {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether the job has ended (completed or failed).
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.state(), State::Queued | State::Running)
+    }
+
+    /// Marks a queued job running (its place came free).
+    fn begin(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == State::Queued {
+            *state = State::Running;
+        }
+    }
+
     /// Marks the job finished.
     pub fn finish(&self, state: State) {
         *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
@@ -86,6 +101,7 @@ impl Job {
     /// known.
     pub fn status(&self) -> Value {
         let (state, error) = match self.state() {
+            State::Queued => ("queued", Value::Null),
             State::Running => ("running", Value::Null),
             State::Completed => ("completed", Value::Null),
             State::Failed(reason) => ("failed", Value::String(reason)),
@@ -189,9 +205,13 @@ impl DownloadStats {
 }
 
 /// Downloads and LoRA loads that run at once, at most, by default
-/// (`--max-concurrent-jobs`); beyond it a request is answered `429` with
-/// `Retry-After` (docs/openapi.yaml).
+/// (`--max-concurrent-jobs`); beyond it a request waits in the queue.
 pub const MAX_CONCURRENT_JOBS: usize = 16;
+
+/// Downloads and LoRA loads that wait for a place, at most, by default
+/// (`--max-queued-jobs`); beyond it a request is answered `429` with
+/// `Retry-After` (docs/openapi.yaml). A queued job owns no thread.
+pub const MAX_QUEUED_JOBS: usize = 64;
 
 /// Every job of this process.
 #[derive(Debug)]
@@ -205,38 +225,43 @@ pub struct Jobs {
 
 impl Default for Jobs {
     fn default() -> Jobs {
-        Jobs::new(MAX_CONCURRENT_JOBS)
+        Jobs::new(MAX_CONCURRENT_JOBS, MAX_QUEUED_JOBS)
     }
 }
 
 impl Jobs {
-    /// No jobs yet; at most `cap` will run at once.
-    pub fn new(cap: usize) -> Jobs {
+    /// No jobs yet; at most `cap` will run at once and `queue` wait.
+    pub fn new(cap: usize, queue: usize) -> Jobs {
         Jobs {
             list: Mutex::default(),
             stats: DownloadStats::default(),
-            offload: Offload::new("download and LoRA load", cap),
+            offload: Offload::new("download and LoRA load", cap).with_queue(queue),
         }
     }
 
-    /// Registers a job; [`Jobs::run`] executes it.
-    pub fn register(&self, request: DownloadRequest, kind: Kind) -> Arc<Job> {
+    /// Registers a job for the place reserved for it (queued or
+    /// running); [`Jobs::run`] executes it.
+    pub fn register(&self, request: DownloadRequest, kind: Kind, place: Place) -> Arc<Job> {
+        let state = match place {
+            Place::Queued => State::Queued,
+            Place::Running => State::Running,
+        };
         let job = Arc::new(Job {
             id: format!("{:032x}", fastrand::u128(..)),
             kind,
             request,
             progress: Progress::default(),
-            state: Mutex::new(State::Running),
+            state: Mutex::new(state),
             result: Mutex::new(None),
             cancel: AtomicBool::new(false),
         });
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
         list.push(job.clone());
-        let finished = list.iter().filter(|j| j.state() != State::Running).count();
+        let finished = list.iter().filter(|j| j.is_finished()).count();
         if finished > KEEP_FINISHED {
             let mut drop = finished - KEEP_FINISHED;
             list.retain(|j| {
-                let keep = drop == 0 || j.state() == State::Running;
+                let keep = drop == 0 || !j.is_finished();
                 if !keep {
                     drop -= 1;
                 }
@@ -251,6 +276,7 @@ impl Jobs {
     /// `keep_running`, still running after a success, for work that
     /// follows).
     pub fn run(&self, job: &Job, keep_running: bool) -> Result<(), DownloadError> {
+        job.begin();
         let index = job.request.source.kind() as usize;
         self.stats.running.fetch_add(1, Relaxed);
         tracing::info!(id = %job.id, source = %job.request.source_text, output_dir = %job.request.output_dir.display(), "download started");

@@ -48,6 +48,7 @@ pub async fn handle_load(
     if async_download {
         let mut body = started;
         body["id"] = json!(job.id);
+        body["state"] = job.status()["state"].clone();
         return res.json(StatusCode::ACCEPTED, &body).await;
     }
     match answer.recv_async().await {

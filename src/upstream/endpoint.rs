@@ -1,9 +1,6 @@
-//! Where the engine is: its base URL, parsed once, and its addresses,
-//! resolved at start (never while parsing arguments) and again on a
-//! connection attempt while the name has never resolved.
-
-use std::io;
-use std::net::SocketAddr;
+//! Where the engine is: its base URL, parsed once (never resolved while
+//! arguments are parsed; [`super::Resolver`] looks the name up, off the
+//! workers).
 
 use crate::net::{Origin, Url};
 
@@ -18,9 +15,6 @@ pub struct EngineEndpoint {
     pub hostname: String,
     /// The port.
     pub port: u16,
-    /// Addresses to try, in order; empty until [`EngineEndpoint::resolve`]
-    /// found some (each connection attempt tries again while empty).
-    pub addrs: Vec<SocketAddr>,
     /// Path prefix of the base URL, without a trailing `/`.
     pub prefix: String,
 }
@@ -62,59 +56,27 @@ impl EngineEndpoint {
             host: parsed.host_header(),
             hostname: host,
             port,
-            addrs: Vec::new(),
             prefix: parsed.path().trim_end_matches('/').to_owned(),
         })
     }
-
-    /// Resolves the host name; on failure the addresses stay empty and the
-    /// error says why.
-    pub fn resolve(&mut self) -> io::Result<()> {
-        self.addrs = resolve(&self.hostname, self.port)?;
-        Ok(())
-    }
-}
-
-/// Resolves a host name. Blocking: called at start, and on a worker only
-/// while the engine's name has never resolved (a misconfiguration or a DNS
-/// outage, not the normal path).
-pub(super) fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{host} has no address"),
-        ));
-    }
-    Ok(addrs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn resolved(url: &str) -> EngineEndpoint {
-        let mut endpoint = EngineEndpoint::parse(url).unwrap();
-        let _ = endpoint.resolve();
-        endpoint
-    }
-
     #[test]
     fn endpoints() {
-        let e = resolved("http://127.0.0.1:8000");
+        let e = EngineEndpoint::parse("http://127.0.0.1:8000").unwrap();
         assert_eq!(e.host, "127.0.0.1:8000");
         assert_eq!(e.prefix, "");
-        assert_eq!(e.addrs, ["127.0.0.1:8000".parse().unwrap()]);
-        let e = resolved("http://localhost:8000/engine/");
+        let e = EngineEndpoint::parse("http://localhost:8000/engine/").unwrap();
         assert_eq!(e.prefix, "/engine");
-        assert!(!e.addrs.is_empty());
-        let e = resolved("http://[::1]:81");
-        assert_eq!(e.addrs, ["[::1]:81".parse().unwrap()]);
-        assert_eq!(resolved("http://10.0.0.1").addrs[0].port(), 80);
-        let unresolved = resolved("http://no-such-host.invalid:8000");
-        assert!(unresolved.addrs.is_empty());
+        assert_eq!((e.hostname.as_str(), e.port), ("localhost", 8000));
+        assert_eq!(EngineEndpoint::parse("http://10.0.0.1").unwrap().port, 80);
+        let e = EngineEndpoint::parse("http://no-such-host.invalid:8000").unwrap();
         assert_eq!(
-            (unresolved.hostname.as_str(), unresolved.port),
+            (e.hostname.as_str(), e.port),
             ("no-such-host.invalid", 8000)
         );
         for bad in [
@@ -126,11 +88,5 @@ mod tests {
         ] {
             assert!(EngineEndpoint::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn parsing_does_not_resolve() {
-        let e = EngineEndpoint::parse("http://localhost:8000").unwrap();
-        assert!(e.addrs.is_empty());
     }
 }
