@@ -225,6 +225,16 @@ impl Keyring {
         *self.overstated.lock().unwrap() = by;
     }
 
+    /// Ends every temporary key's life now, as if it had expired.
+    pub fn expire_all(&self) {
+        let past = SystemTime::now() - Duration::from_secs(1);
+        for (_, expires) in self.keys.lock().unwrap().values_mut() {
+            if expires.is_some() {
+                *expires = Some(past);
+            }
+        }
+    }
+
     /// Temporary keys, valid for `ttl`.
     pub fn issue(&self, ttl: Duration) -> Issued {
         let n = self.issued.fetch_add(1, SeqCst);
