@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::hub::{Request, percent_decode, read_request, respond};
 use crate::s3::{Issued, Keyring};
+use crate::util::Tie;
 
 /// A running service and what it saw.
 pub struct Service {
@@ -303,7 +304,7 @@ pub fn imds(keyring: &Keyring, role: &str, ttl: Duration) -> Service {
 pub struct Moto {
     pub endpoint: String,
     pub role_arn: String,
-    child: std::process::Child,
+    child: crate::util::Tied,
 }
 
 impl Moto {
@@ -327,8 +328,7 @@ impl Moto {
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "5")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto's server runs (pip install 'moto[server]')");
+            .spawn_tied();
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut moto = Moto {
             endpoint,
@@ -369,8 +369,7 @@ print(arn)
         let output = std::process::Command::new(&python)
             .args(["-c", script, &moto.endpoint, bucket])
             .arg(&dir)
-            .output()
-            .unwrap();
+            .output_tied();
         assert!(
             output.status.success(),
             "{}",

@@ -33,8 +33,7 @@ fn the_harness_runs_and_reports() {
         .arg(crate::filters::filter("passthrough"))
         .arg("--json")
         .arg(&json)
-        .output()
-        .unwrap();
+        .output_tied();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -119,8 +118,7 @@ fn the_harness_compares_another_sidecar() {
             "0.3",
         ])
         .args(["--drivers", "epoll", "--workers", "1", "--json", "-"])
-        .output()
-        .unwrap();
+        .output_tied();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

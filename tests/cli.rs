@@ -10,7 +10,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     for (k, v) in env {
         command.env(k, v);
     }
-    let output = command.output().unwrap();
+    let output = command.output_tied();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -107,7 +107,7 @@ fn bad_metric_prefix_is_a_usage_error() {
 
 #[test]
 fn help_lists_every_flag() {
-    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let output = Command::new(BIN).arg("--help").output_tied();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
@@ -169,8 +169,7 @@ fn dockerfile_steps_match_the_tree() {
     let run = Command::new("sh")
         .args(["-ec", stub])
         .current_dir(&dir)
-        .output()
-        .unwrap();
+        .output_tied();
     assert!(run.status.success(), "{stub}: {run:?}");
     let metadata = Command::new("cargo")
         .args([
@@ -181,8 +180,7 @@ fn dockerfile_steps_match_the_tree() {
             "1",
         ])
         .current_dir(&dir)
-        .output()
-        .unwrap();
+        .output_tied();
     assert!(
         metadata.status.success(),
         "the stub crate does not parse: {}",

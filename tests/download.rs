@@ -461,7 +461,7 @@ fn command_line_download_resumes_after_kill_9() {
             .stderr(Stdio::piped());
         command
     };
-    let mut first = download(&slow.endpoint()).spawn().unwrap();
+    let mut first = download(&slow.endpoint()).spawn_tied();
     let journal = out.join(".model.safetensors.mi-part.journal");
     eventually("some parts are on disk", || {
         std::fs::read_to_string(&journal).map_or(0, |j| j.lines().count()) >= 4
@@ -476,7 +476,7 @@ fn command_line_download_resumes_after_kill_9() {
     assert!(parts_done >= 3);
 
     let counting = Proxy::start(server.addr, Faults::default());
-    let second = download(&counting.endpoint()).output().unwrap();
+    let second = download(&counting.endpoint()).output_tied();
     assert!(
         second.status.success(),
         "{}",
@@ -502,8 +502,7 @@ fn command_line_download_reports_failures() {
             "--output-dir",
         ])
         .arg(&out)
-        .output()
-        .unwrap();
+        .output_tied();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -512,8 +511,7 @@ fn command_line_download_reports_failures() {
     );
     let output = Command::new(BIN)
         .args(["download", "--output-dir", "/tmp/x"])
-        .output()
-        .unwrap();
+        .output_tied();
     assert_eq!(output.status.code(), Some(2));
 }
 
@@ -745,7 +743,10 @@ fn concurrent_downloads_into_one_directory_take_turns() {
         let body = body.clone();
         std::thread::spawn(move || post_json(addr, "/v1/download_model", &body))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // The lock's holder writes its PID into the lock file.
+    eventually("the first download holds the directory's lock", || {
+        std::fs::read_to_string(out.join(".lock")).is_ok_and(|holder| holder.contains("pid="))
+    });
     let second = post_json(addr, "/v1/download_model", &body);
     let first = first.join().unwrap();
     assert_eq!((first.status, second.status), (200, 200));
@@ -779,7 +780,7 @@ fn s3_over_https_trusts_ssl_cert_file() {
             Some(path) => command.env("SSL_CERT_FILE", path),
             None => command.env("SSL_CERT_FILE", "/dev/null/none"),
         };
-        command.output().unwrap()
+        command.output_tied()
     };
     // Without the certificate the server is not trusted.
     let untrusted = download(None);

@@ -80,7 +80,7 @@ fn sdk_download(
     if let Some(token) = token {
         command.env("MODELSCOPE_API_TOKEN", token);
     }
-    command.output().expect("the ModelScope SDK runs")
+    command.output_tied()
 }
 
 fn sdk_output(output: &Output) -> String {
@@ -135,8 +135,7 @@ fn modelscope_downloads_match_the_real_sdk() {
             .arg(&out)
             .env("MODELSCOPE_ENDPOINT", hub.endpoint())
             .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .output_tied();
         assert!(
             output.status.success(),
             "{source}: {}",

@@ -154,8 +154,7 @@ fn start_fails(filter: &Path, extra: &[&str]) -> (Option<i32>, String) {
         .args(vllm_sidecar_args(&args))
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_tied();
     let deadline = Instant::now() + patience();
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -164,7 +163,7 @@ fn start_fails(filter: &Path, extra: &[&str]) -> (Option<i32>, String) {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let output = child.wait_with_output().unwrap();
+    let output = child.wait_with_output();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -241,9 +240,25 @@ fn sigterm_while_a_filter_loads_ends_the_process() {
             ]))
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        thread::sleep(Duration::from_millis(300));
+            .spawn_tied();
+        // Its log says when the filter's start function begins (and loops).
+        let stderr = child.stderr.take().unwrap();
+        let (initializing, in_init) = std::sync::mpsc::channel();
+        let log = thread::spawn(move || {
+            let mut log = String::new();
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if line.contains("filter compiled; initializing it") {
+                    let _ = initializing.send(());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        in_init
+            .recv_timeout(patience())
+            .expect("the filter's initialization begins");
         assert!(child.try_wait().unwrap().is_none(), "still loading");
         let status = Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -259,13 +274,10 @@ fn sigterm_while_a_filter_loads_ends_the_process() {
             );
             thread::sleep(Duration::from_millis(20));
         }
-        let output = child.wait_with_output().unwrap();
-        assert_ne!(output.status.code(), Some(0));
-        assert!(
-            String::from_utf8_lossy(&output.stderr).contains("signal while starting"),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let status = child.wait().unwrap();
+        assert_ne!(status.code(), Some(0));
+        let log = log.join().unwrap();
+        assert!(log.contains("signal while starting"), "{log}");
     }
 }
 
@@ -416,6 +428,7 @@ fn a_switched_off_filter_is_tried_again_after_a_doubling_cooldown() {
     };
     valid_scrape(&sidecar);
     // The second failure switches it off; this scrape's own metrics say so.
+    let switched_off = Instant::now();
     let text = valid_scrape(&sidecar);
     assert_eq!(read(&text, "switched_off_total"), 1.0);
     assert_eq!(read(&text, "enabled"), 0.0);
@@ -424,9 +437,18 @@ fn a_switched_off_filter_is_tried_again_after_a_doubling_cooldown() {
     // While cooling down it is not called.
     let text = valid_scrape(&sidecar);
     assert_eq!(errors(&text), 2.0);
-    // After it: on trial, one failure switches it off again, for twice as long.
-    thread::sleep(Duration::from_millis(3100));
-    let text = valid_scrape(&sidecar);
+    // After it: on trial, one failure switches it off again, for twice as
+    // long. Until then every scrape finds it cooling down, not called.
+    let mut text = String::new();
+    eventually("the filter is back on trial after its cool-down", || {
+        text = valid_scrape(&sidecar);
+        errors(&text) != 2.0
+    });
+    assert!(
+        switched_off.elapsed().as_secs_f64() >= retry - 0.05,
+        "tried again {:?} after it was switched off for {retry} s",
+        switched_off.elapsed()
+    );
     assert_eq!(errors(&text), 3.0);
     assert_eq!(read(&text, "switched_off_total"), 2.0);
     let retry = read(&text, "retry_seconds");
@@ -676,7 +698,9 @@ fn one_reload_at_a_time() {
     .write_to(&path);
     let addr = sidecar.addr;
     let first = thread::spawn(move || post_json(addr, "/v1/filters/reload", ""));
-    thread::sleep(Duration::from_millis(300));
+    eventually("the first reload is under way", || {
+        sidecar.log().contains("filter reload started")
+    });
     let second = post_json(addr, "/v1/filters/reload", "");
     assert_eq!(second.status, 409, "{}", second.text());
     assert_eq!(second.header("retry-after"), Some("1"));

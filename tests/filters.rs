@@ -337,8 +337,7 @@ fn wrong_abi_version_and_missing_files_stop_the_start() {
             .args(vllm_sidecar_args(&[
                 "-P", "0", "-B", &url, "--filter", &path,
             ]))
-            .output()
-            .unwrap();
+            .output_tied();
         assert_eq!(output.status.code(), Some(1), "{path}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{path}: {stderr}");
@@ -354,8 +353,7 @@ fn wrong_abi_version_and_missing_files_stop_the_start() {
             "--filter-config",
             "{not json",
         ]))
-        .output()
-        .unwrap();
+        .output_tied();
     assert_eq!(output.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("refused its config"),

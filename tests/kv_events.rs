@@ -7,9 +7,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +30,7 @@ pub(crate) struct RedisServer {
     options: Vec<String>,
     /// How the tests log in on `port`, if not as the default user.
     login: Option<(String, String)>,
-    child: Option<Child>,
+    child: Option<Tied>,
 }
 
 impl RedisServer {
@@ -60,8 +59,7 @@ impl RedisServer {
             .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test installs it)");
+            .spawn_tied();
         self.child = Some(child);
         eventually("redis-server answers PING", || {
             self.try_connection()
@@ -109,7 +107,7 @@ impl Drop for RedisServer {
 // === A publisher built as the engines build theirs ===
 
 pub(crate) struct Publisher {
-    child: Child,
+    child: Tied,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     port: u16,
@@ -145,8 +143,7 @@ impl Publisher {
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{python}: {e}"));
+            .spawn_tied();
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -721,25 +718,29 @@ fn removal_after_a_sidecar_restart_reads_the_mapping() {
 
 #[test]
 fn without_events_redis_is_never_contacted() {
-    // A stand-in for Redis that only counts connections.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let redis_addr: SocketAddr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    {
-        let connections = connections.clone();
+    // Stand-ins that only record who connects: Redis, and an engine
+    // endpoint that takes each connection and drops it, so that the bridge
+    // keeps reconnecting and never gets an event.
+    let counter = || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let peers = Arc::new(std::sync::Mutex::new(Vec::<SocketAddr>::new()));
+        let seen = peers.clone();
         thread::spawn(move || {
-            for stream in listener.incoming() {
-                drop(stream);
-                connections.fetch_add(1, Ordering::SeqCst);
+            for stream in listener.incoming().flatten() {
+                seen.lock().unwrap().push(stream.peer_addr().unwrap());
             }
         });
-    }
+        (addr, peers)
+    };
+    let (redis_addr, redis_peers) = counter();
+    let (events_addr, events_peers) = counter();
     let engine = Engine::flavor("vllm-v1").start();
     let port = redis_addr.port().to_string();
-    let sidecar = Sidecar::new("vllm", engine.addr)
+    let mut sidecar = Sidecar::new("vllm", engine.addr)
         .workers(1)
         .arg("--kv-events-endpoint")
-        .arg(&format!("tcp://{}", closed_port()))
+        .arg(&format!("tcp://{events_addr}"))
         .env("REDIS_HOST", "127.0.0.1")
         .env("REDIS_PORT", &port)
         .start();
@@ -752,8 +753,23 @@ fn without_events_redis_is_never_contacted() {
                 .contains("matrixinfer_runtime_kv_engine_connected 0")
         );
     }
-    thread::sleep(Duration::from_millis(300));
-    assert_eq!(connections.load(Ordering::SeqCst), 0);
+    eventually("the bridge has tried the engine twice", || {
+        events_peers.lock().unwrap().len() >= 2
+    });
+    // Its whole life, to the end: whatever it would have sent, it has.
+    sidecar.terminate();
+    assert!(sidecar.wait_exit().success(), "{}", sidecar.log());
+    // Connections are accepted in order: once ours is, any earlier is too.
+    let sentinel = std::net::TcpStream::connect(redis_addr).unwrap();
+    let sentinel = sentinel.local_addr().unwrap();
+    eventually("the stand-in Redis accepts the sentinel", || {
+        redis_peers.lock().unwrap().contains(&sentinel)
+    });
+    assert_eq!(
+        *redis_peers.lock().unwrap(),
+        [sentinel],
+        "only the sentinel"
+    );
 
     // Off: no bridge, no bridge metrics.
     let off = Sidecar::new("vllm", engine.addr)

@@ -139,7 +139,7 @@ fn assert_no_secret(bridge: &Bridge, env: &[(&str, &str)]) {
     for (k, v) in env {
         help.env(k, v);
     }
-    let help = help.output().unwrap();
+    let help = help.output_tied();
     let mut seen = vec![
         ("the log", bridge.sidecar.log()),
         ("--help", String::from_utf8_lossy(&help.stdout).into_owned()),

@@ -336,7 +336,10 @@ fn engine_down_slow_or_starting() {
     let addr = sidecar.addr;
     let body = load_body("z", &pvc(&source), &out.join("z"), json!({}));
     let pending = std::thread::spawn(move || post_json(addr, "/v1/load_lora_adapter", &body));
-    std::thread::sleep(Duration::from_millis(800));
+    // The engine is started only once the load has been refused by it.
+    eventually("the load finds the engine not up yet", || {
+        sidecar.log().contains("cannot reach the engine yet")
+    });
     let _engine = Proc::start(&["simulate", "--port", &port.to_string()], &[]);
     let response = pending.join().unwrap();
     assert_eq!(response.status, 200, "{}", response.text());

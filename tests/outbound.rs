@@ -179,8 +179,7 @@ fn an_https_hub_mirror_is_trusted_through_ssl_cert_file_alone() {
             .args(["--config", &json!({ "hf_endpoint": endpoint }).to_string()])
             .env("SSL_CERT_FILE", ssl_cert_file)
             .env_remove("SSL_CERT_DIR")
-            .output()
-            .unwrap();
+            .output_tied();
         (output, out)
     };
     // Another CA in SSL_CERT_FILE: the mirror is not trusted, and the

@@ -224,15 +224,13 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         .arg("--help")
         .env("MATRIXINFER_API_TOKEN", API_TOKEN)
         .env("REDIS_URL", &redis_url)
-        .output()
-        .unwrap();
+        .output_tied();
     let cli = std::process::Command::new(BIN)
         .args(["download", "--source", "s3://models/llama", "--output-dir"])
         .arg(out("cli"))
         .args(["--config", &s3(&endpoint, WRONG_SECRET)])
         .env("MATRIXINFER_LOG", "trace")
-        .output()
-        .unwrap();
+        .output_tied();
     assert_eq!(cli.status.code(), Some(1));
     let cli_wrong_proxy = std::process::Command::new(BIN)
         .args(["download", "--source", "s3://models/llama", "--output-dir"])
@@ -240,8 +238,7 @@ fn no_secret_in_any_log_line_answer_status_or_metric_of_a_whole_run() {
         .args(["--config", &s3(&endpoint, SECRET_KEY)])
         .env("MATRIXINFER_LOG", "trace")
         .env("http_proxy", proxy.url(PROXY_USER, PROXY_WRONG_PASSWORD))
-        .output()
-        .unwrap();
+        .output_tied();
     assert_eq!(cli_wrong_proxy.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&cli_wrong_proxy.stderr).contains("407"),

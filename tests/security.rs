@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::util::*;
 
@@ -80,8 +79,7 @@ fn the_api_token_guards_every_mutating_endpoint_and_nothing_else() {
     let help = Command::new(BIN)
         .arg("--help")
         .env("MATRIXINFER_API_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+        .output_tied();
     assert!(!String::from_utf8_lossy(&help.stdout).contains(TOKEN));
 }
 
@@ -170,8 +168,7 @@ fn downloads_and_adapters_stay_under_the_allowed_roots() {
     let output = Command::new(BIN)
         .args(vllm_sidecar_args(&["--allowed-root"]))
         .arg(base.join("missing"))
-        .output()
-        .unwrap();
+        .output_tied();
     assert_eq!(output.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("--allowed-root"),
@@ -224,10 +221,11 @@ fn connections_past_the_cap_get_a_503_and_the_rest_keep_working() {
     let refused = metric(&sidecar, "matrixinfer_runtime_connections_refused_total");
     assert!(refused >= 1.0, "{refused}");
     drop(idle);
-    std::thread::sleep(Duration::from_millis(100));
-    let open = metric(&sidecar, "matrixinfer_runtime_connections_open");
-    assert!(
-        (1.0..=2.0).contains(&open),
-        "the scrape's own connection, maybe one more closing: {open}"
-    );
+    // Only the scrape's own connection stays open (until the others are
+    // counted out, a scrape may still find the cap reached: 503).
+    let series = "matrixinfer_runtime_connections_open ";
+    eventually("the idle connections are closed and counted out", || {
+        let scrape = get(sidecar.addr, "/metrics");
+        scrape.status == 200 && scrape.text().lines().any(|l| l == format!("{series}1"))
+    });
 }

@@ -65,8 +65,7 @@ fn io_uring_and_epoll_both_serve() {
                 "-B",
             ]))
             .arg(format!("http://{}", engine.addr))
-            .output()
-            .unwrap();
+            .output_tied();
         assert_eq!(output.status.code(), Some(1));
         eprintln!("io_uring is unavailable here; tested epoll and the explicit io_uring refusal");
     }
@@ -194,18 +193,43 @@ fn slow_requests_get_408_and_idle_connections_close() {
 
 #[test]
 fn sigterm_finishes_in_flight_scrapes_then_exits_zero() {
-    let upstream = Engine::flavor("vllm-v1")
-        .size("50k")
-        .arg("--delay-ms")
-        .arg("700")
-        .start();
+    // An engine that holds its answer (50 KB) until the test has sent
+    // SIGTERM: the scrape is in flight for certain.
+    let (arrived, scrape_at_engine) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let upstream = RawServer::start(move |mut stream| {
+        use std::io::Write;
+        read_request_head(&mut stream);
+        let _ = arrived.send(());
+        let _ = released.lock().unwrap().recv();
+        let mut body = String::from("# TYPE vllm:num_requests_running gauge\n");
+        for i in 0..1000 {
+            body.push_str(&format!(
+                "vllm:num_requests_running{{model_name=\"llama\",replica=\"{i}\"}} 1\n"
+            ));
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body.as_bytes());
+    });
     let mut sidecar = Sidecar::new("vllm", upstream.addr).start();
     let addr = sidecar.addr;
     let mut idle = Client::connect(addr);
     assert_eq!(idle.get("/health").status, 200);
     let in_flight = std::thread::spawn(move || get(addr, "/metrics"));
-    std::thread::sleep(Duration::from_millis(200));
+    scrape_at_engine
+        .recv_timeout(patience())
+        .expect("the scrape reaches the engine");
     sidecar.terminate();
+    // The SIGTERM is in: the process says so before the answer is let go.
+    eventually("the sidecar has begun to shut down", || {
+        sidecar.log().contains("shutting down")
+    });
+    release.send(()).unwrap();
     let response = in_flight.join().unwrap();
     assert_eq!(response.status, 200);
     assert!(response.complete, "the in-flight scrape must finish");

@@ -58,6 +58,8 @@ mod lora;
 mod metrics;
 // The API token, allowed directories, the connection cap.
 mod security;
+// The suite itself: patience scaled with the machine, no process outliving it.
+mod suite;
 // No secret in any log line, answer, status or metric of a whole run.
 mod secrets;
 // The HTTP/1.1 server: keep-alive, pipelining, limits, timeouts, drivers, SIGTERM.

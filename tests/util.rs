@@ -9,21 +9,68 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::sync::{OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_matrixinfer-runtime");
 
-/// How long to wait for something that should happen quickly;
-/// `RUST_TEST_PATIENCE_MS` raises it on slow machines.
+/// How long to wait for what should happen quickly: 10 s on a quiet
+/// machine like the one the suite is tuned on, times [`slowness`];
+/// `RUST_TEST_PATIENCE_MS` sets it outright. Waiting costs nothing when
+/// things go well: every wait ends at its event.
 pub fn patience() -> Duration {
-    let ms = std::env::var("RUST_TEST_PATIENCE_MS")
+    if let Some(ms) = std::env::var("RUST_TEST_PATIENCE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    Duration::from_millis(ms)
+    {
+        return Duration::from_millis(ms);
+    }
+    Duration::from_secs(10).mul_f64(slowness())
+}
+
+/// How many times slower than the reference machine (a quiet 2-vCPU AMD
+/// EPYC VM) this one is now, between 1 and 20: the larger of a fixed
+/// piece of work timed once per run against the reference's time, and the
+/// run queue per CPU now (the 1-minute load average over the CPUs this
+/// process may use), which catches a load that starts later.
+pub fn slowness() -> f64 {
+    static AT_START: OnceLock<f64> = OnceLock::new();
+    let at_start = *AT_START.get_or_init(|| {
+        // The median of three, each ~40 ms on the reference machine.
+        let mut runs = [0.0; 3].map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(reference_work());
+            started.elapsed().as_secs_f64() / REFERENCE_WORK.as_secs_f64()
+        });
+        runs.sort_by(f64::total_cmp);
+        runs[1]
+    });
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    at_start.max(load / cpus).clamp(1.0, 20.0)
+}
+
+/// [`reference_work`]'s time on the reference machine, quiet (the fastest
+/// of 10 runs of this debug build: 41 ms).
+const REFERENCE_WORK: Duration = Duration::from_millis(40);
+
+/// A fixed piece of CPU and memory work: xorshift over a 1 MiB table.
+fn reference_work() -> u64 {
+    let mut table = vec![0u64; 1 << 17];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..2_000_000usize {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let slot = (state as usize ^ i) & (table.len() - 1);
+        table[slot] = table[slot].wrapping_add(state);
+    }
+    table.iter().fold(0, |a, b| a ^ b)
 }
 
 /// Retries `check` until it holds or patience runs out.
@@ -35,14 +82,127 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         }
         thread::sleep(Duration::from_millis(20));
     }
-    panic!("timed out waiting for: {what}");
+    panic!(
+        "timed out waiting for: {what} (patience {:?}, slowness {:.1})",
+        patience(),
+        slowness()
+    );
 }
 
 // === Processes ===
 
-/// A child process of the binary, killed when dropped.
+/// Starting processes that cannot outlive the suite.
+pub trait Tie {
+    /// Spawns the process, tied to the suite: see [`Tied`].
+    fn spawn_tied(&mut self) -> Tied;
+    /// Runs it to its end, tied to the suite, and returns what it wrote
+    /// (stdin empty, stdout and stderr captured, as `output` does).
+    fn output_tied(&mut self) -> std::process::Output;
+}
+
+impl Tie for Command {
+    fn spawn_tied(&mut self) -> Tied {
+        let mut command = std::mem::replace(self, Command::new("/nonexistent"));
+        die_with_the_suite(&mut command);
+        let (answer, spawned) = mpsc::channel();
+        spawner()
+            .send((command, answer))
+            .expect("the spawner thread lives as long as the suite");
+        let child = spawned.recv().unwrap().expect("spawn a test process");
+        Tied(Some(child))
+    }
+
+    fn output_tied(&mut self) -> std::process::Output {
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.spawn_tied().wait_with_output()
+    }
+}
+
+/// A process the suite started: killed when dropped (a test that fails
+/// unwinds through it), and killed by the kernel when the suite's process
+/// ends in any way (a panic that aborts, a SIGKILL, a timeout), through
+/// `PR_SET_PDEATHSIG`.
+#[derive(Debug)]
+pub struct Tied(Option<Child>);
+
+impl Tied {
+    /// Waits for the end and collects the captured output.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().unwrap();
+        child.wait_with_output().expect("wait for a test process")
+    }
+}
+
+impl std::ops::Deref for Tied {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for Tied {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Tied {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Linux sends the parent-death signal when the *thread* that forked
+/// ends, not the process; so every test process is forked by this one
+/// thread, which lives until the suite's process ends.
+fn spawner() -> &'static mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)> {
+    static SPAWNER: OnceLock<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>> =
+        OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (requests, incoming) =
+            mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
+        thread::Builder::new()
+            .name("spawner".into())
+            .spawn(move || {
+                for (mut command, answer) in incoming {
+                    let _ = answer.send(command.spawn());
+                }
+            })
+            .unwrap();
+        requests
+    })
+}
+
+/// Has the kernel kill the child when the suite's process ends.
+#[allow(
+    unsafe_code,
+    reason = "pre_exec runs between fork and exec; the hook makes only async-signal-safe system calls"
+)]
+fn die_with_the_suite(command: &mut Command) {
+    use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+    use std::os::unix::process::CommandExt;
+    let suite = getpid();
+    // SAFETY: the hook allocates nothing and only calls prctl and getppid.
+    unsafe {
+        command.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The suite may have ended between the fork and the prctl.
+            if getppid() != Some(suite) {
+                return Err(std::io::Error::other("the suite has ended"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A child process of the binary, tied to the suite (see [`Tied`]).
 pub struct Proc {
-    pub child: Child,
+    pub child: Tied,
     pub addr: SocketAddr,
     log: Arc<Mutex<String>>,
 }
@@ -57,11 +217,21 @@ impl Proc {
     /// The same, run through `launcher` (a command that ends by exec'ing
     /// its last argument, the binary: `faketime`, `unshare`, …).
     pub fn start_via(launcher: &[&str], args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::start_binary(Path::new(BIN), launcher, args, env)
+    }
+
+    /// The same, with another build of the binary (`binary`).
+    pub fn start_binary(
+        binary: &Path,
+        launcher: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let mut command = match launcher {
-            [] => Command::new(BIN),
+            [] => Command::new(binary),
             [program, rest @ ..] => {
                 let mut command = Command::new(program);
-                command.args(rest).arg(BIN);
+                command.args(rest).arg(binary);
                 command
             }
         };
@@ -74,7 +244,7 @@ impl Proc {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("spawn the binary");
+        let mut child = command.spawn_tied();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (addr_tx, addr_rx) = mpsc::channel();
@@ -154,13 +324,6 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Options of a simulated engine.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -208,6 +371,7 @@ pub struct Sidecar {
     args: Vec<String>,
     env: Vec<(String, String)>,
     launcher: Vec<String>,
+    binary: PathBuf,
 }
 
 impl Sidecar {
@@ -219,6 +383,7 @@ impl Sidecar {
             args: Vec::new(),
             env: Vec::new(),
             launcher: Vec::new(),
+            binary: PathBuf::from(BIN),
         }
     }
     pub fn workers(mut self, n: u16) -> Sidecar {
@@ -236,6 +401,11 @@ impl Sidecar {
     /// Runs the binary through `launcher`; see [`Proc::start_via`].
     pub fn launcher(mut self, launcher: &[&str]) -> Sidecar {
         self.launcher = launcher.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+    /// Runs another build of the binary (a release build, say).
+    pub fn binary(mut self, binary: &Path) -> Sidecar {
+        self.binary = binary.to_owned();
         self
     }
     pub fn start(&self) -> Proc {
@@ -263,7 +433,7 @@ impl Sidecar {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let launcher: Vec<&str> = self.launcher.iter().map(String::as_str).collect();
-        Proc::start_via(&launcher, &args, &env)
+        Proc::start_binary(&self.binary, &launcher, &args, &env)
     }
 }
 

@@ -151,6 +151,11 @@ impl Health {
 
     /// A call failed.
     pub fn failure(&self, recovery: &Recovery) -> Streak {
+        self.failure_at(recovery, now_nanos())
+    }
+
+    /// [`Health::failure`] at `now` (see [`now_nanos`]): tests set the clock.
+    fn failure_at(&self, recovery: &Recovery, now: u64) -> Streak {
         let failures = self.failures.fetch_add(1, Relaxed) + 1;
         if failures < recovery.max_failures.max(1) {
             return if failures == 1 {
@@ -171,7 +176,7 @@ impl Health {
                 .max(first),
         };
         self.cooldown.store(cooldown, Relaxed);
-        self.retry_at.store(now_nanos() + cooldown, Relaxed);
+        self.retry_at.store(now + cooldown, Relaxed);
         Streak::SwitchedOff(Duration::from_nanos(cooldown))
     }
 
@@ -179,7 +184,12 @@ impl Health {
     /// over: one more failure switches it off again, for twice as long.
     /// True for the one caller that did it.
     pub fn retry_if_due(&self, recovery: &Recovery) -> bool {
-        if self.is_on() || now_nanos() < self.retry_at.load(Relaxed) {
+        self.retry_if_due_at(recovery, now_nanos())
+    }
+
+    /// [`Health::retry_if_due`] at `now`.
+    fn retry_if_due_at(&self, recovery: &Recovery, now: u64) -> bool {
+        if self.is_on() || now < self.retry_at.load(Relaxed) {
             return false;
         }
         self.failures
@@ -210,34 +220,58 @@ mod tests {
             cooldown: Duration::from_millis(100),
             max_cooldown: Duration::from_millis(250),
         };
+        let ms = |n: u64| n * 1_000_000;
         let health = Health::default();
-        assert_eq!(health.failure(&recovery), Streak::Started);
-        assert_eq!(health.failure(&recovery), Streak::Continued);
+        assert_eq!(health.failure_at(&recovery, 0), Streak::Started);
+        assert_eq!(health.failure_at(&recovery, 0), Streak::Continued);
         assert_eq!(
-            health.failure(&recovery),
+            health.failure_at(&recovery, ms(1)),
             Streak::SwitchedOff(Duration::from_millis(100))
         );
         assert!(!health.is_on());
-        assert!(!health.retry_if_due(&recovery), "still cooling down");
-        std::thread::sleep(Duration::from_millis(105));
-        assert!(health.retry_if_due(&recovery));
+        assert!(
+            !health.retry_if_due_at(&recovery, ms(100)),
+            "still cooling down"
+        );
+        assert!(health.retry_if_due_at(&recovery, ms(101)));
         assert!(health.is_on());
+        assert!(
+            !health.retry_if_due_at(&recovery, ms(102)),
+            "already on trial"
+        );
         // On trial: one failure is enough, and the cool-down doubles.
         assert_eq!(
-            health.failure(&recovery),
+            health.failure_at(&recovery, ms(110)),
             Streak::SwitchedOff(Duration::from_millis(200))
         );
-        std::thread::sleep(Duration::from_millis(205));
-        assert!(health.retry_if_due(&recovery));
+        assert!(!health.retry_if_due_at(&recovery, ms(309)));
+        assert!(health.retry_if_due_at(&recovery, ms(310)));
         assert_eq!(
-            health.failure(&recovery),
+            health.failure_at(&recovery, ms(400)),
             Streak::SwitchedOff(Duration::from_millis(250)),
             "capped"
         );
-        std::thread::sleep(Duration::from_millis(255));
-        assert!(health.retry_if_due(&recovery));
+        assert!(!health.retry_if_due_at(&recovery, ms(649)));
+        assert!(health.retry_if_due_at(&recovery, ms(650)));
         // A trial that passes ends the streak and resets the cool-down.
         health.success();
-        assert_eq!(health.failure(&recovery), Streak::Started);
+        assert_eq!(health.failure_at(&recovery, ms(700)), Streak::Started);
+    }
+
+    #[test]
+    fn the_clock_is_the_monotonic_one() {
+        let recovery = Recovery {
+            max_failures: 1,
+            cooldown: Duration::from_millis(1),
+            max_cooldown: Duration::from_millis(1),
+        };
+        let health = Health::default();
+        health.failure(&recovery);
+        let switched_off = Instant::now();
+        while !health.retry_if_due(&recovery) {
+            assert!(switched_off.elapsed() < Duration::from_secs(60));
+            std::thread::yield_now();
+        }
+        assert!(switched_off.elapsed() > Duration::ZERO);
     }
 }

@@ -234,6 +234,7 @@ impl FilterHost {
 
     /// The reload itself, blocking while it compiles.
     fn reload(&self) -> Result<Vec<Arc<str>>, LoadError> {
+        tracing::info!(filters = self.specs.len(), "filter reload started");
         let old = self.current();
         let result = compile_all(
             &self.engine,
@@ -382,6 +383,7 @@ fn compile(
     };
     // A probe instance: the version, the config and the selectors are
     // checked once here, so that a broken filter stops the start.
+    tracing::info!(filter = %filter.name, "filter compiled; initializing it");
     let (mut store, exports) =
         instantiate(engine, &filter, limits).map_err(|e| fail(e.to_string()))?;
     let selectors = exports

@@ -62,6 +62,9 @@ impl Lora {
                     | std::io::ErrorKind::NotFound
             );
             if connect_failed && Instant::now() < deadline {
+                if attempt == 1 {
+                    tracing::info!(engine = %shown, error = %error, "cannot reach the engine yet (starting?); retrying within --engine-retry-window");
+                }
                 let pause = ENGINE_RETRY.backoff(attempt);
                 std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 continue;

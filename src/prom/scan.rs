@@ -181,7 +181,9 @@ mod tests {
         seen
     }
 
-    fn reassembled(input: &[u8], chunk: usize, window: usize) -> Vec<u8> {
+    /// The bytes the scanner handed over, in order, and how many lines
+    /// it ended (a whole line, or a long one's last tail).
+    fn reassembled(input: &[u8], chunk: usize, window: usize) -> (Vec<u8>, usize) {
         let mut scanner = LineScanner::new(window);
         let mut out = Vec::new();
         let mut lines = 0;
@@ -191,13 +193,17 @@ mod tests {
                 lines += 1;
                 out.extend_from_slice(l)
             }
-            Piece::Head(b) | Piece::Tail { bytes: b, .. } => out.extend_from_slice(b),
+            Piece::Tail { bytes, end } => {
+                lines += usize::from(end);
+                out.extend_from_slice(bytes)
+            }
+            Piece::Head(b) => out.extend_from_slice(b),
         };
         for c in input.chunks(chunk.max(1)) {
             scanner.feed(c, &mut write);
         }
         scanner.finish(&mut write);
-        out
+        (out, lines)
     }
 
     #[test]
@@ -236,11 +242,14 @@ mod tests {
     fn every_byte_survives_every_split() {
         let input =
             b"# HELP a x\n# TYPE a gauge\na{l=\"v\"} 1\n\nlong_line_here 12345678901234567890\nz 1";
+        // Lines end at each newline, and once more after an unterminated last one.
+        let lines =
+            input.iter().filter(|&&b| b == b'\n').count() + usize::from(!input.ends_with(b"\n"));
         for window in [1, 3, 8, 64] {
             for chunk in 1..=input.len() {
                 assert_eq!(
                     reassembled(input, chunk, window),
-                    input,
+                    (input.to_vec(), lines),
                     "chunk {chunk} window {window}"
                 );
             }
