@@ -54,6 +54,8 @@ pub fn write_svg(report: &Report, file: &Path) -> Result<(), BoxError> {
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+/// One figure of a path, if it was measured.
+type Figure = dyn Fn(&PathReport) -> Option<f64>;
 
 fn draw(report: &Report, root: &Area) -> DrawResult {
     root.fill(&WHITE)?;
@@ -169,7 +171,7 @@ fn bars(
     caption: &str,
     y_desc: &str,
     sidecars: &[(usize, &PathReport)],
-    series: &[&dyn Fn(&PathReport) -> Option<f64>],
+    series: &[&Figure],
 ) -> DrawResult {
     let n = sidecars.len().max(1);
     let high = sidecars
