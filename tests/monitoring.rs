@@ -113,6 +113,59 @@ fn every_alert_is_tested_explained_and_wrapped_for_the_operator() {
     }
 }
 
+/// `(source label, target label)` of each relabelling that copies one
+/// label to another, whichever spelling (operator or plain) the file uses.
+fn label_copies(yaml: &str) -> BTreeSet<(String, String)> {
+    let mut copies = BTreeSet::new();
+    let mut source = None;
+    for line in yaml.lines().map(str::trim) {
+        let line = line.trim_start_matches("- ");
+        if let Some(rest) = line
+            .strip_prefix("sourceLabels: [")
+            .or_else(|| line.strip_prefix("source_labels: ["))
+        {
+            source = Some(rest.trim_end_matches(']').to_owned());
+        } else if let Some(target) = line
+            .strip_prefix("targetLabel: ")
+            .or_else(|| line.strip_prefix("target_label: "))
+        {
+            if let Some(source) = source.take() {
+                copies.insert((source, target.to_owned()));
+            }
+        } else if line.starts_with("action: keep") {
+            source = None;
+        }
+    }
+    copies
+}
+
+/// The PodMonitor (which no Prometheus here can run) labels series as the
+/// plain scrape config does, and the example Deployment carries what both
+/// select: the model label and the named port.
+#[test]
+fn the_pod_monitor_relabels_as_the_scrape_config_does() {
+    let dir = monitoring_dir();
+    let pod_monitor = read(&dir.join("podmonitor.yaml"));
+    let plain = read(&dir.join("prometheus.yml"));
+    let copies = label_copies(&pod_monitor);
+    assert_eq!(copies, label_copies(&plain));
+    for target in ["namespace", "pod", "model", "node"] {
+        assert!(copies.iter().any(|(_, t)| t == target), "{copies:?}");
+    }
+    assert!(pod_monitor.contains("targetLabel: job\n          replacement: matrixinfer-runtime\n"));
+    assert!(plain.contains("- job_name: matrixinfer-runtime\n"));
+    for text in [&pod_monitor, &plain] {
+        assert!(text.contains("matrixinfer_io_model") || text.contains("matrixinfer.io/model"));
+        assert!(text.contains("runtime-metrics"));
+    }
+    let deployment = read(&dir.join("../vllm-with-runtime.yaml"));
+    assert!(deployment.contains("        matrixinfer.io/model: "));
+    assert!(
+        deployment
+            .contains("            - name: runtime-metrics\n              containerPort: 8900\n")
+    );
+}
+
 /// A Prometheus server, killed when dropped.
 struct Prometheus {
     child: Child,
