@@ -11,13 +11,15 @@
 //!    sidecar's CPU time per scrape and its RSS over the phase;
 //! 3. throughput, closed loop at the same concurrency;
 //!
-//! and prints a table ([`report`]), optionally JSON too. Sidecars are
+//! and prints a table ([`report`]), optionally JSON and an SVG picture
+//! ([`plot`]) too. Sidecars are
 //! separate processes, so their CPU and memory are theirs alone; the load
 //! generator shares the machine with them, as Prometheus would not, which
 //! makes the figures conservative.
 
 mod cli;
 mod load;
+mod plot;
 mod procstat;
 mod report;
 
@@ -50,6 +52,10 @@ pub fn run(args: BenchArgs) -> Result<(), BoxError> {
         } else {
             std::fs::write(path, json + "\n")?;
         }
+    }
+    if let Some(path) = &args.plot {
+        plot::write_svg(&report, path)?;
+        eprintln!("bench: plot written to {}", path.display());
     }
     Ok(())
 }

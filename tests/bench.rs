@@ -1,6 +1,6 @@
 //! The scrape-overhead harness runs end to end on a tiny configuration
-//! and reports a well-formed table and JSON. Its figures are not checked:
-//! performance is measured by running it, not by timed tests.
+//! and reports a well-formed table, JSON and SVG picture. Its figures are
+//! not checked: performance is measured by running it, not by timed tests.
 
 use std::process::Command;
 
@@ -10,6 +10,7 @@ use crate::util::*;
 fn the_harness_runs_and_reports() {
     let dir = temp_dir("bench");
     let json = dir.join("report.json");
+    let plot = dir.join("report.svg");
     let output = Command::new(BIN)
         .args([
             "bench",
@@ -33,6 +34,8 @@ fn the_harness_runs_and_reports() {
         .arg(crate::filters::filter("passthrough"))
         .arg("--json")
         .arg(&json)
+        .arg("--plot")
+        .arg(&plot)
         .output_tied();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -95,6 +98,60 @@ fn the_harness_runs_and_reports() {
         assert!(path["cpu_us_per_scrape"].as_f64().unwrap() >= 0.0);
     }
     assert!(paths[0]["added_p50_ms"].is_null());
+
+    // The picture: well-formed SVG, a latency curve per path and every
+    // path named.
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let texts = svg_texts(&svg);
+    for name in ["direct", "sidecar epoll", "sidecar+filter epoll"] {
+        assert!(texts.iter().any(|t| t == name), "{name} not in {texts:?}");
+    }
+    for caption in [
+        "Latency distribution",
+        "CPU time per scrape",
+        "Resident memory",
+    ] {
+        assert!(texts.iter().any(|t| t.starts_with(caption)), "{texts:?}");
+    }
+    assert!(svg.matches("<polyline").count() >= 3, "{svg}");
+}
+
+/// The text of every `<text>` element of `svg`, after checking that the
+/// whole document is well-formed XML with an `<svg>` root.
+fn svg_texts(svg: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    reader.config_mut().check_end_names = true;
+    let (mut texts, mut depth, mut root, mut in_text) = (Vec::new(), 0usize, None, false);
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                root.get_or_insert(name.clone());
+                in_text = name == "text";
+                depth += 1;
+            }
+            Ok(Event::End(_)) => {
+                depth = depth.checked_sub(1).expect("balanced elements");
+                in_text = false;
+            }
+            Ok(Event::Empty(e)) => {
+                root.get_or_insert(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+            }
+            Ok(Event::Text(t)) if in_text => {
+                let raw = t.decode().expect("UTF-8 text");
+                let text = quick_xml::escape::unescape(&raw).expect("known entities");
+                let text = text.trim().to_owned();
+                texts.push(text);
+            }
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("not well-formed at {}: {e}", reader.buffer_position()),
+        }
+    }
+    assert_eq!(depth, 0, "unclosed elements");
+    assert_eq!(root.as_deref(), Some("svg"));
+    texts
 }
 
 /// How another sidecar is compared: the harness scrapes an engine it did

@@ -56,6 +56,8 @@ mod load;
 mod lora;
 // Every standardization rule, on every engine version's payloads.
 mod metrics;
+// The dashboard and alerts of deploy/monitoring/, against a real Prometheus.
+mod monitoring;
 // The API token, allowed directories, the connection cap.
 mod security;
 // The suite itself: patience scaled with the machine, no process outliving it.

@@ -72,6 +72,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file (- for standard output).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also draw the run as an SVG picture to this file: each path's latency distribution, the sidecars' CPU per scrape and memory.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Parses a positive request rate.

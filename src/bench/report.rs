@@ -104,6 +104,10 @@ pub struct PathReport {
     pub rss_peak_mib: Option<f64>,
     /// State of the background download after the measurement.
     pub download: Option<String>,
+    /// Every latency of the latency phase in milliseconds, sorted (for
+    /// `--plot`).
+    #[serde(skip)]
+    pub latencies_ms: Vec<f64>,
 }
 
 impl PathReport {
@@ -141,6 +145,11 @@ impl PathReport {
             rss_steady_mib: mib(memory[2]),
             rss_peak_mib: mib(memory[3]),
             download: None,
+            latencies_ms: {
+                let mut sorted = latency.latencies.clone();
+                sorted.sort_unstable();
+                sorted.into_iter().map(|ns| ns as f64 / 1e6).collect()
+            },
         }
     }
 }
