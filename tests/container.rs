@@ -30,7 +30,8 @@ fn runs_as_nobody_on_a_read_only_root_filesystem() {
         volume = volume.display(),
         bin = bin.display(),
         drop = if root {
-            "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all"
+            // A new user ID clears the parent-death signal: set it again.
+            "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --pdeathsig KILL"
         } else {
             // Without root, a user namespace maps us to root in it; the
             // uid cannot change, the read-only root still holds.

@@ -162,7 +162,7 @@ fn s3_signatures_from_a_clock_an_hour_behind_are_corrected() {
     let sidecar = Sidecar::new("vllm", engine.addr)
         .workers(1)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .launcher(&["faketime", "-f", "-1h"])
+        .launcher(&["faketime", "-f", "-1h", "setpriv", "--pdeathsig", "KILL"])
         .start();
     let out = temp_dir("s3-skew-out");
     let response = download_llama(&sidecar, &fixture.server.endpoint(), &out, "");

@@ -13,7 +13,8 @@ fn patience_scales_with_the_machine() {
 }
 
 /// Run only by [`no_process_outlives_a_test_that_fails`]: starts a
-/// simulated engine and a `sleep`, writes their PIDs to
+/// simulated engine, a `sleep` and a sidecar under faketime (which forks
+/// it), writes their PIDs to
 /// `$MATRIXINFER_TEST_PIDS`, then ends as `$MATRIXINFER_TEST_END` says:
 /// `panic` unwinds through their owners, `abort` runs no destructor at all
 /// (as a panic while panicking, or a SIGKILL from a CI timeout).
@@ -28,7 +29,22 @@ fn starts_processes_then_fails() {
     };
     let engine = Engine::flavor("vllm-v1").size("4k").start();
     let sleeper = Command::new("sleep").arg("600").spawn_tied();
-    std::fs::write(pids, format!("{} {}", engine.child.id(), sleeper.id())).unwrap();
+    // Through a launcher that forks the binary, as the clock-skew test runs it.
+    let launched = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .arg("--no-kv-events")
+        .launcher(&["faketime", "-f", "-1h", "setpriv", "--pdeathsig", "KILL"])
+        .start();
+    let forked =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", launched.child.id()))
+            .unwrap();
+    let forked = forked.trim();
+    assert!(!forked.is_empty(), "faketime forks the binary");
+    std::fs::write(
+        pids,
+        format!("{} {} {forked}", engine.child.id(), sleeper.id()),
+    )
+    .unwrap();
     match end.as_str() {
         "abort" => std::process::abort(),
         _ => panic!("a test that fails"),

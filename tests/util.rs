@@ -104,6 +104,7 @@ impl Tie for Command {
     fn spawn_tied(&mut self) -> Tied {
         let mut command = std::mem::replace(self, Command::new("/nonexistent"));
         die_with_the_suite(&mut command);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let (answer, spawned) = mpsc::channel();
         spawner()
             .send((command, answer))
@@ -120,10 +121,12 @@ impl Tie for Command {
     }
 }
 
-/// A process the suite started: killed when dropped (a test that fails
-/// unwinds through it), and killed by the kernel when the suite's process
-/// ends in any way (a panic that aborts, a SIGKILL, a timeout), through
-/// `PR_SET_PDEATHSIG`.
+/// A process the suite started: killed with its process group when
+/// dropped (a test that fails unwinds through it), and killed by the
+/// kernel when the suite's process ends in any way (a panic that aborts, a
+/// SIGKILL, a timeout), through `PR_SET_PDEATHSIG`. A launcher that forks
+/// (faketime) must pass that on: `setpriv --pdeathsig KILL` before the
+/// binary; one that changes the user ID clears it and must set it again.
 #[derive(Debug)]
 pub struct Tied(Option<Child>);
 
@@ -151,6 +154,10 @@ impl std::ops::DerefMut for Tied {
 impl Drop for Tied {
     fn drop(&mut self) {
         if let Some(child) = &mut self.0 {
+            // Its whole group: a launcher (faketime) may have forked it.
+            if let Some(group) = rustix::process::Pid::from_raw(child.id() as i32) {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
