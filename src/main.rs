@@ -91,6 +91,11 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_target(false)
+        // By default a failed write is reported with `eprintln!`, which
+        // panics when stderr is gone (its reader closed the pipe): the
+        // thread that logged dies, the signal thread included, and SIGTERM
+        // went unheard. A log line that cannot be written is dropped.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -244,3 +244,63 @@ fn sigterm_finishes_in_flight_scrapes_then_exits_zero() {
         "no longer accepting"
     );
 }
+
+/// A log nobody reads any more (the pipe's reader is gone) costs the log
+/// lines and nothing else: scrapes are served, and SIGTERM still stops the
+/// process cleanly (it used to kill the thread that logged, and with the
+/// signal thread gone SIGTERM went unheard).
+#[test]
+fn a_closed_stderr_loses_log_lines_not_the_process() {
+    use std::io::BufRead;
+    let engine = Engine::flavor("vllm-v1").size("4k").start();
+    let upstream = format!("http://{}", engine.addr);
+    let mut sidecar = std::process::Command::new(BIN)
+        .args(vllm_sidecar_args(&[
+            "-H",
+            "127.0.0.1",
+            "-P",
+            "0",
+            "-B",
+            &upstream,
+        ]))
+        .args(["--workers", "1", "--no-kv-events"])
+        .env("MATRIXINFER_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_tied();
+    let mut stderr = std::io::BufReader::new(sidecar.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr: std::net::SocketAddr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ended before listening"
+        );
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    drop(stderr);
+    assert_eq!(get(addr, "/metrics").status, 200);
+    // The engine gone: the failed scrapes log warnings nobody can read.
+    drop(engine);
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/metrics").status, 502);
+    }
+    assert_eq!(get(addr, "/health").status, 200);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &sidecar.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + patience();
+    let status = loop {
+        if let Some(status) = sidecar.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM went unheard");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
