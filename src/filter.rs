@@ -15,8 +15,10 @@
 
 pub mod abi;
 pub mod chain;
+pub mod cli;
 pub mod health;
 pub mod host;
+pub mod module;
 pub mod routes;
 pub mod select;
 pub mod validate;

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use matrixinfer_runtime::config::Config;
 use matrixinfer_runtime::download::{self, cli::DownloadArgs};
 use matrixinfer_runtime::shutdown::{self, Shutdown};
-use matrixinfer_runtime::{errors, sidecar};
+use matrixinfer_runtime::{errors, filter, sidecar};
 
 /// The command line: the sidecar's options, or one of [`Command`].
 type Cli = matrixinfer_runtime::config::Cli<Command>;
@@ -31,6 +31,8 @@ enum Command {
     Download(DownloadArgs),
     /// Measure what the sidecar adds to a scrape: latency, throughput, CPU and memory, direct vs through it.
     Bench(bench::BenchArgs),
+    /// Filter tools: `filter compile IN.wasm -o OUT.cwasm` precompiles a filter for this build.
+    Filter(filter::cli::FilterArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => demo::run(args, shutdown),
         Some(Command::Download(args)) => download::cli::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Filter(args)) => filter::cli::run(args).map_err(Box::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -248,7 +248,7 @@ fn sigterm_while_a_filter_loads_ends_the_process() {
             let mut log = String::new();
             for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
                 let Ok(line) = line else { break };
-                if line.contains("filter compiled; initializing it") {
+                if line.contains("filter code loaded; initializing it") {
                     let _ = initializing.send(());
                 }
                 log.push_str(&line);

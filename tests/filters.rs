@@ -331,7 +331,7 @@ fn wrong_abi_version_and_missing_files_stop_the_start() {
             filter("hostile-abi"),
             "built for filter ABI version 2; this runtime speaks version 1",
         ),
-        ("/no/such/filter.wasm".to_owned(), "cannot compile"),
+        ("/no/such/filter.wasm".to_owned(), "cannot read"),
     ] {
         let output = Command::new(BIN)
             .args(vllm_sidecar_args(&[
@@ -375,4 +375,110 @@ fn filters_from_the_environment() {
             .iter()
             .all(|l| l.contains("from_env=\"1\""))
     );
+}
+
+/// `filter compile` makes a module that loads without the compiler and
+/// serves exactly what its `.wasm` does; a precompiled module made by
+/// another wasmtime version stops the start, naming the file; files that
+/// are not modules are refused by the command.
+#[test]
+fn precompiled_filters_serve_the_same_and_foreign_ones_are_refused() {
+    let dir = temp_dir("precompiled");
+    let cwasm = dir.join("add_labels.cwasm");
+    let compiled = Command::new(BIN)
+        .args(["filter", "compile", &filter("add-labels"), "-o"])
+        .arg(&cwasm)
+        .output_tied();
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let config = r#"{"labels":{"pool":"a"},"select":["vllm:num_requests_waiting"]}"#;
+    let engine = Engine::flavor("vllm-v1").size("50k").start();
+    let serve = |path: &str| {
+        Sidecar::new("vllm", engine.addr)
+            .arg("--filter")
+            .arg(path)
+            .arg("--filter-config")
+            .arg(config)
+            .start()
+    };
+    let from_wasm = serve(&filter("add-labels"));
+    let from_cwasm = serve(cwasm.to_str().unwrap());
+    assert!(
+        from_cwasm.log().contains("code=\"precompiled\""),
+        "{}",
+        from_cwasm.log()
+    );
+    assert!(from_wasm.log().contains("code=\"compiled\""));
+    let series = |sidecar: &Proc| {
+        let text = metrics_text(sidecar);
+        let mut keys: Vec<String> = text.lines().filter_map(series_key).collect();
+        keys.sort();
+        keys
+    };
+    let (a, b) = (series(&from_wasm), series(&from_cwasm));
+    assert_eq!(a, b);
+    assert!(
+        a.iter()
+            .any(|k| k.starts_with("vllm:num_requests_waiting{") && k.contains("pool=\"a\"")),
+        "the filter ran"
+    );
+
+    // The same module, as another wasmtime version would have written it.
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("\nname = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    // Its engine section opens with the major version, length-prefixed.
+    let major = version.split('.').next().unwrap();
+    let mut needle = vec![major.len() as u8];
+    needle.extend_from_slice(major.as_bytes());
+    let mut bytes = std::fs::read(&cwasm).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("wasmtime {major} is named in its precompiled module"));
+    let last = at + needle.len() - 1;
+    bytes[last] = if bytes[last] == b'0' {
+        b'9'
+    } else {
+        bytes[last] - 1
+    };
+    let foreign = dir.join("foreign.cwasm");
+    std::fs::write(&foreign, bytes).unwrap();
+    let url = format!("http://{}", engine.addr);
+    let refused = Command::new(BIN)
+        .args(vllm_sidecar_args(&["-P", "0", "-B", &url, "--filter"]))
+        .arg(&foreign)
+        .args(["--filter-config", config])
+        .output_tied();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("filter {}", foreign.display()))
+            && stderr.contains("another wasmtime version"),
+        "{stderr}"
+    );
+
+    for (input, message) in [
+        (dir.join("missing.wasm"), "cannot read"),
+        (foreign.clone(), "is not a WebAssembly module"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["filter", "compile"])
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.join("out.cwasm"))
+            .output_tied();
+        assert_eq!(output.status.code(), Some(1), "{}", input.display());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{stderr}");
+    }
+    assert!(!dir.join("out.cwasm").exists());
 }

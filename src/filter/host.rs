@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, Store};
+use wasmtime::{Engine, InstancePre, Linker, Store};
 
 use super::abi::{self, ABI_VERSION, CallError, Exports, HostState};
 use super::health::{Health, OnError, Reason, Recovery};
+use super::module;
 use super::select::{FilterSet, Selector};
 use crate::offload::Offload;
 use crate::prom::expo;
@@ -169,10 +170,7 @@ impl FilterHost {
             path: PathBuf::new(),
             reason,
         };
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| fail(e.to_string()))?;
+        let engine = module::engine().map_err(|e| fail(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         abi::link(&mut linker).map_err(|e| fail(e.to_string()))?;
         if !specs.is_empty() {
@@ -368,8 +366,7 @@ fn compile(
         path: spec.path.clone(),
         reason,
     };
-    let module =
-        Module::from_file(engine, &spec.path).map_err(|e| fail(format!("cannot compile: {e}")))?;
+    let (module, origin) = module::load(engine, &spec.path).map_err(fail)?;
     let pre = linker
         .instantiate_pre(&module)
         .map_err(|e| fail(format!("imports something other than matrixinfer.log: {e}")))?;
@@ -383,7 +380,7 @@ fn compile(
     };
     // A probe instance: the version, the config and the selectors are
     // checked once here, so that a broken filter stops the start.
-    tracing::info!(filter = %filter.name, "filter compiled; initializing it");
+    tracing::info!(filter = %filter.name, code = origin.as_str(), "filter code loaded; initializing it");
     let (mut store, exports) =
         instantiate(engine, &filter, limits).map_err(|e| fail(e.to_string()))?;
     let selectors = exports
@@ -395,6 +392,7 @@ fn compile(
     }
     tracing::info!(
         filter = %filter.name,
+        code = origin.as_str(),
         selectors = %selectors.lines().collect::<Vec<_>>().join(","),
         "filter loaded"
     );
