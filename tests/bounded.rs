@@ -192,3 +192,41 @@ fn an_engine_name_that_does_not_resolve_answers_502_and_health_answers() {
         "{names:?}"
     );
 }
+
+/// Compiling a filter leaves no thread behind: wasmtime compiles on a
+/// rayon pool, which on the global pool would keep a thread per CPU idle
+/// for the process's life. With a filter, compiled or precompiled, the
+/// only thread added is the epoch clock's.
+#[test]
+fn a_filter_adds_one_thread_however_many_cpus_compiled_it() {
+    let engine = Engine::flavor("vllm-v1").size("4k").start();
+    let wasm = crate::filters::filter("passthrough");
+    let cwasm = temp_dir("threads-cwasm").join("passthrough.cwasm");
+    let compiled = std::process::Command::new(BIN)
+        .args(["filter", "compile", &wasm, "-o"])
+        .arg(&cwasm)
+        .output_tied();
+    assert!(compiled.status.success(), "{compiled:?}");
+    let start = |filter: Option<&str>| {
+        let mut sidecar = Sidecar::new("vllm", engine.addr).arg("--no-kv-events");
+        if let Some(filter) = filter {
+            sidecar = sidecar.arg("--filter").arg(filter);
+        }
+        sidecar.start()
+    };
+    let plain = start(None);
+    let at_rest = threads(&plain);
+    for filter in [wasm.as_str(), cwasm.to_str().unwrap()] {
+        let sidecar = start(Some(filter));
+        let mut names = Vec::new();
+        eventually(&format!("{filter}: only the epoch clock added"), || {
+            names = thread_names(&sidecar);
+            threads(&sidecar) == at_rest + 1
+        });
+        assert!(names.iter().any(|n| n == "filter-epoch"), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with("filter-compile")),
+            "{names:?}"
+        );
+    }
+}

@@ -282,6 +282,10 @@ fn start_epoch_clock(engine: &Engine) -> std::io::Result<()> {
         .map(drop)
 }
 
+/// Loads every filter. wasmtime compiles a module's functions in parallel
+/// on rayon's current pool; run on the global one, that would leave a
+/// thread per CPU idle for the life of the process (hundreds on a big
+/// node), so the compile gets a pool of its own that ends with it.
 fn compile_all(
     engine: &Engine,
     linker: &Linker<HostState>,
@@ -289,18 +293,31 @@ fn compile_all(
     limits: &FilterLimits,
     previous: &[Arc<CompiledFilter>],
 ) -> Result<Vec<Arc<CompiledFilter>>, LoadError> {
-    specs
-        .iter()
-        .map(|spec| {
-            let name: Arc<str> = name_of(&spec.path).into();
-            let stats = previous
-                .iter()
-                .find(|f| f.name == name)
-                .map(|f| f.stats.clone())
-                .unwrap_or_default();
-            compile(engine, linker, spec, limits, name, stats).map(Arc::new)
-        })
-        .collect()
+    let load = || {
+        specs
+            .iter()
+            .map(|spec| {
+                let name: Arc<str> = name_of(&spec.path).into();
+                let stats = previous
+                    .iter()
+                    .find(|f| f.name == name)
+                    .map(|f| f.stats.clone())
+                    .unwrap_or_default();
+                compile(engine, linker, spec, limits, name, stats).map(Arc::new)
+            })
+            .collect()
+    };
+    if specs.is_empty() {
+        return load();
+    }
+    match rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("filter-compile-{i}"))
+        .build()
+    {
+        Ok(pool) => pool.install(load),
+        // Compiling on the global pool still works.
+        Err(_) => load(),
+    }
 }
 
 /// A store and instance of `filter`, initialized with its config: the
