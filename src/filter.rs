@@ -16,6 +16,7 @@
 pub mod abi;
 pub mod chain;
 pub mod cli;
+pub mod epoch;
 pub mod health;
 pub mod host;
 pub mod module;

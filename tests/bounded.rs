@@ -196,7 +196,7 @@ fn an_engine_name_that_does_not_resolve_answers_502_and_health_answers() {
 /// Compiling a filter leaves no thread behind: wasmtime compiles on a
 /// rayon pool, which on the global pool would keep a thread per CPU idle
 /// for the process's life. With a filter, compiled or precompiled, the
-/// only thread added is the epoch clock's.
+/// only thread added is the epoch clock's, and it sleeps between scrapes.
 #[test]
 fn a_filter_adds_one_thread_however_many_cpus_compiled_it() {
     let engine = Engine::flavor("vllm-v1").size("4k").start();
@@ -228,5 +228,41 @@ fn a_filter_adds_one_thread_however_many_cpus_compiled_it() {
             !names.iter().any(|n| n.starts_with("filter-compile")),
             "{names:?}"
         );
+        // The epoch clock runs only while a filter call may be running:
+        // between scrapes its thread stays parked (no wake-ups at all).
+        let wakeups = || epoch_clock_wakeups(&sidecar);
+        let mut parked = 0;
+        eventually("the epoch clock parks after the filter loaded", || {
+            let before = wakeups();
+            for _ in 0..20 {
+                assert_eq!(get(sidecar.addr, "/health").status, 200);
+            }
+            parked = wakeups();
+            parked == before
+        });
+        assert_eq!(get(sidecar.addr, "/metrics").status, 200);
+        assert!(
+            wakeups() > parked,
+            "the scrape's filter call woke the clock"
+        );
     }
+}
+
+/// Voluntary context switches of the sidecar's `filter-epoch` thread.
+fn epoch_clock_wakeups(sidecar: &Proc) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", sidecar.child.id())).unwrap();
+    let task = tasks
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "filter-epoch")
+        })
+        .expect("a filter-epoch thread");
+    let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }

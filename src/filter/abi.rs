@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::epoch::{EpochClock, ticks};
 use super::health::Reason;
-use super::host::ticks;
 use wasmtime::{Caller, Instance, Linker, Memory, ResourceLimiter, Store, Trap, TypedFunc};
 
 /// The ABI version this runtime speaks.
@@ -27,16 +27,19 @@ pub struct HostState {
     /// Set when the guest tried to grow past the cap.
     pub hit_memory_cap: bool,
     log_budget: u32,
+    /// The engine's epoch clock, run for every call into the guest.
+    pub clock: Arc<EpochClock>,
 }
 
 impl HostState {
-    /// State for one instance of `filter`.
-    pub fn new(filter: Arc<str>, memory_cap: usize) -> HostState {
+    /// State for one instance of `filter`, on the engine `clock` ticks for.
+    pub fn new(filter: Arc<str>, memory_cap: usize, clock: Arc<EpochClock>) -> HostState {
         HostState {
             filter,
             memory_cap,
             hit_memory_cap: false,
             log_budget: LOG_BUDGET,
+            clock,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Exports {
         deadline: Duration,
     ) -> Result<i32, CallError> {
         store.set_epoch_deadline(ticks(deadline));
+        let _running = store.data().clock.run();
         self.version
             .call(&mut *store, ())
             .map_err(|e| CallError::from_wasm(e, store.data(), deadline))
@@ -212,6 +216,7 @@ impl Exports {
     ) -> Result<bool, CallError> {
         let (ptr, len) = self.write(store, config, deadline)?;
         store.set_epoch_deadline(ticks(deadline));
+        let _running = store.data().clock.run();
         let status = self
             .init
             .call(&mut *store, (ptr, len))
@@ -226,6 +231,7 @@ impl Exports {
         deadline: Duration,
     ) -> Result<String, CallError> {
         store.set_epoch_deadline(ticks(deadline));
+        let _running = store.data().clock.run();
         let packed = self
             .selectors
             .call(&mut *store, ())
@@ -246,6 +252,7 @@ impl Exports {
     ) -> Result<&'s [u8], CallError> {
         let (ptr, len) = self.write(store, input, deadline)?;
         store.set_epoch_deadline(ticks(deadline));
+        let _running = store.data().clock.run();
         let packed = self
             .filter
             .call(&mut *store, (ptr, len))
@@ -263,6 +270,7 @@ impl Exports {
         let len =
             i32::try_from(bytes.len()).map_err(|_| CallError::Abi("input too large".into()))?;
         store.set_epoch_deadline(ticks(deadline));
+        let _running = store.data().clock.run();
         let ptr = self
             .alloc
             .call(&mut *store, len)

@@ -16,15 +16,13 @@ use std::time::Duration;
 use wasmtime::{Engine, InstancePre, Linker, Store};
 
 use super::abi::{self, ABI_VERSION, CallError, Exports, HostState};
+use super::epoch::{EpochClock, ticks};
 use super::health::{Health, OnError, Reason, Recovery};
 use super::module;
 use super::select::{FilterSet, Selector};
 use crate::offload::Offload;
 use crate::prom::expo;
 use crate::stats::{Histogram, MetricsSection};
-
-/// How often the epoch advances; deadlines are counted in these ticks.
-pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// A filter as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +133,8 @@ pub struct CompiledFilter {
     pub health: Health,
     /// Its counters.
     pub stats: Arc<FilterStats>,
+    /// The clock its engine's deadlines run on.
+    pub clock: Arc<EpochClock>,
 }
 
 impl std::fmt::Debug for CompiledFilter {
@@ -151,6 +151,8 @@ impl std::fmt::Debug for CompiledFilter {
 #[derive(Debug)]
 pub struct FilterHost {
     engine: Engine,
+    /// The epoch clock; none without filters.
+    clock: Option<Arc<EpochClock>>,
     linker: Linker<HostState>,
     specs: Vec<FilterSpec>,
     /// The limits.
@@ -173,17 +175,23 @@ impl FilterHost {
         let engine = module::engine().map_err(|e| fail(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         abi::link(&mut linker).map_err(|e| fail(e.to_string()))?;
-        if !specs.is_empty() {
-            // Before anything runs in a guest: a start function that loops
-            // must meet its deadline too.
-            start_epoch_clock(&engine).map_err(|e| fail(e.to_string()))?;
-        }
-        let filters = compile_all(&engine, &linker, specs, &limits, &[])?;
+        // Before anything runs in a guest: a start function that loops
+        // must meet its deadline too.
+        let clock = if specs.is_empty() {
+            None
+        } else {
+            Some(EpochClock::start(&engine).map_err(|e| fail(e.to_string()))?)
+        };
+        let filters = match &clock {
+            Some(clock) => compile_all(&engine, clock, &linker, specs, &limits, &[])?,
+            None => Vec::new(),
+        };
         if !filters.is_empty() {
             release_compiler_memory();
         }
         Ok(FilterHost {
             engine,
+            clock,
             linker,
             specs: specs.to_vec(),
             limits,
@@ -234,8 +242,12 @@ impl FilterHost {
     fn reload(&self) -> Result<Vec<Arc<str>>, LoadError> {
         tracing::info!(filters = self.specs.len(), "filter reload started");
         let old = self.current();
+        let Some(clock) = &self.clock else {
+            return Ok(Vec::new());
+        };
         let result = compile_all(
             &self.engine,
+            clock,
             &self.linker,
             &self.specs,
             &self.limits,
@@ -268,26 +280,13 @@ impl FilterHost {
 /// What a reload started with [`FilterHost::reload_in_background`] ends with.
 pub type ReloadOutcome = flume::Receiver<Result<Vec<Arc<str>>, LoadError>>;
 
-/// Advances `engine`'s epoch every [`EPOCH_TICK`], from a thread of its own.
-fn start_epoch_clock(engine: &Engine) -> std::io::Result<()> {
-    let ticker = engine.clone();
-    std::thread::Builder::new()
-        .name("filter-epoch".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                ticker.increment_epoch();
-            }
-        })
-        .map(drop)
-}
-
 /// Loads every filter. wasmtime compiles a module's functions in parallel
 /// on rayon's current pool; run on the global one, that would leave a
 /// thread per CPU idle for the life of the process (hundreds on a big
 /// node), so the compile gets a pool of its own that ends with it.
 fn compile_all(
     engine: &Engine,
+    clock: &Arc<EpochClock>,
     linker: &Linker<HostState>,
     specs: &[FilterSpec],
     limits: &FilterLimits,
@@ -303,13 +302,10 @@ fn compile_all(
                     .find(|f| f.name == name)
                     .map(|f| f.stats.clone())
                     .unwrap_or_default();
-                compile(engine, linker, spec, limits, name, stats).map(Arc::new)
+                compile(engine, clock, linker, spec, limits, name, stats).map(Arc::new)
             })
             .collect()
     };
-    if specs.is_empty() {
-        return load();
-    }
     match rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("filter-compile-{i}"))
         .build()
@@ -327,11 +323,15 @@ pub fn instantiate(
     filter: &CompiledFilter,
     limits: &FilterLimits,
 ) -> Result<(Store<HostState>, Exports), CallError> {
-    let mut store = Store::new(engine, HostState::new(filter.name.clone(), limits.memory));
+    let state = HostState::new(filter.name.clone(), limits.memory, filter.clock.clone());
+    let mut store = Store::new(engine, state);
     store.limiter(|state| state);
     store.epoch_deadline_trap();
     store.set_epoch_deadline(ticks(limits.deadline));
-    let instance = match filter.pre.instantiate(&mut store) {
+    let running = filter.clock.run();
+    let instantiated = filter.pre.instantiate(&mut store);
+    drop(running);
+    let instance = match instantiated {
         Ok(instance) => instance,
         // A trap is the start function's; anything else is the module's.
         Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() => {
@@ -366,13 +366,9 @@ fn release_compiler_memory() {
     }
 }
 
-/// Epoch ticks for a duration (at least one).
-pub fn ticks(duration: Duration) -> u64 {
-    (duration.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64
-}
-
 fn compile(
     engine: &Engine,
+    clock: &Arc<EpochClock>,
     linker: &Linker<HostState>,
     spec: &FilterSpec,
     limits: &FilterLimits,
@@ -394,6 +390,7 @@ fn compile(
         selectors: Vec::new(),
         health: Health::default(),
         stats,
+        clock: clock.clone(),
     };
     // A probe instance: the version, the config and the selectors are
     // checked once here, so that a broken filter stops the start.
