@@ -283,7 +283,8 @@ pub type ReloadOutcome = flume::Receiver<Result<Vec<Arc<str>>, LoadError>>;
 /// Loads every filter. wasmtime compiles a module's functions in parallel
 /// on rayon's current pool; run on the global one, that would leave a
 /// thread per CPU idle for the life of the process (hundreds on a big
-/// node), so the compile gets a pool of its own that ends with it.
+/// node), so the compile gets a pool of its own (at most 4 threads) that
+/// ends with it.
 fn compile_all(
     engine: &Engine,
     clock: &Arc<EpochClock>,
@@ -306,7 +307,9 @@ fn compile_all(
             })
             .collect()
     };
+    // A filter is small: more than a few compile threads buy nothing.
     match rayon::ThreadPoolBuilder::new()
+        .num_threads(crate::runtime::available_cores().min(4))
         .thread_name(|i| format!("filter-compile-{i}"))
         .build()
     {
