@@ -78,11 +78,11 @@ fn dump(redis: &RedisServer) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Plays the script, losing what it says to lose when `lossy`, and
-/// returns Redis's contents once every batch is written.
-fn run(lossy: bool) -> (Vec<(String, String)>, Bridge, RedisServer) {
+/// A publisher keeping its last `buffer` batches for replay, and a bridge
+/// that asks its replay socket for what it missed, warmed up.
+fn replaying(buffer: usize) -> (RedisServer, Publisher, Bridge) {
     let redis = RedisServer::start();
-    let mut publisher = Publisher::start_with_replay(10_000);
+    let mut publisher = Publisher::start_with_replay(buffer);
     let replay = publisher.replay_endpoint();
     let bridge = Bridge::start(
         "vllm",
@@ -91,6 +91,13 @@ fn run(lossy: bool) -> (Vec<(String, String)>, Bridge, RedisServer) {
         &["--kv-events-replay-endpoint", &replay],
     );
     bridge.warm_up(&mut publisher, "kv-events");
+    (redis, publisher, bridge)
+}
+
+/// Plays the script, losing what it says to lose when `lossy`, and
+/// returns Redis's contents once every batch is written.
+fn run(lossy: bool) -> (Vec<(String, String)>, Bridge, RedisServer) {
+    let (redis, mut publisher, bridge) = replaying(10_000);
     let steps = script();
     for s in &steps {
         let spec = json!({ "events": s.events, "drop": lossy && s.lost });
@@ -133,16 +140,7 @@ fn lost_batches_are_replayed_in_order() {
 
 #[test]
 fn a_replay_buffer_too_short_is_counted_and_the_bridge_goes_on() {
-    let redis = RedisServer::start();
-    let mut publisher = Publisher::start_with_replay(2);
-    let replay = publisher.replay_endpoint();
-    let bridge = Bridge::start(
-        "vllm",
-        &publisher,
-        &redis,
-        &["--kv-events-replay-endpoint", &replay],
-    );
-    bridge.warm_up(&mut publisher, "kv-events");
+    let (redis, mut publisher, bridge) = replaying(2);
     bridge.apply(&mut publisher, json!({ "events": [store(1)] }));
     for hash in [2, 3, 4] {
         publisher.publish(json!({ "events": [store(hash)], "drop": true }));

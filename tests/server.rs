@@ -269,19 +269,23 @@ fn a_closed_stderr_loses_log_lines_not_the_process() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn_tied();
-    let mut stderr = std::io::BufReader::new(sidecar.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr: std::net::SocketAddr = loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "ended before listening"
-        );
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+    // Read up to the "listening" line, then close the pipe's read end.
+    let stderr = sidecar.stderr.take().unwrap();
+    let (listening, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr: std::net::SocketAddr =
+                    rest.split_whitespace().next().unwrap().parse().unwrap();
+                let _ = listening.send(addr);
+                return; // Dropping the reader closes the pipe.
+            }
         }
-    };
-    drop(stderr);
+    });
+    let addr = started
+        .recv_timeout(patience())
+        .expect("the sidecar listens");
     assert_eq!(get(addr, "/metrics").status, 200);
     // The engine gone: the failed scrapes log warnings nobody can read.
     drop(engine);

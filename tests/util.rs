@@ -102,6 +102,8 @@ pub trait Tie {
 
 impl Tie for Command {
     fn spawn_tied(&mut self) -> Tied {
+        // The spawner thread needs the command itself; the caller's is
+        // left empty (it is built for this one spawn anyway).
         let mut command = std::mem::replace(self, Command::new("/nonexistent"));
         die_with_the_suite(&mut command);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);

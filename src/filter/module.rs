@@ -85,7 +85,7 @@ pub fn load(engine: &Engine, path: &Path) -> Result<(Module, Origin), String> {
 #[derive(Debug, thiserror::Error)]
 pub enum PrecompileError {
     /// The input cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The input.
         path: String,
@@ -104,7 +104,7 @@ pub enum PrecompileError {
         reason: String,
     },
     /// The output cannot be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         /// The output.
         path: String,
