@@ -22,6 +22,7 @@ mod load;
 mod plot;
 mod procstat;
 mod report;
+mod startup;
 
 use std::error::Error;
 use std::io::{BufRead, BufReader};
@@ -153,6 +154,26 @@ pub fn measure_all(args: &BenchArgs) -> Result<Report, BoxError> {
             args.target_pid,
             true,
         )?);
+    }
+    if args.startup_runs > 0 {
+        let mut flags = vec![
+            "-E",
+            engine_kind.as_str(),
+            "-I",
+            "bench-pod.bench",
+            "-N",
+            "bench-model",
+            "-B",
+            base_url.as_str(),
+            "-M",
+            metrics_path.as_str(),
+        ];
+        let workers = args.workers.map(|w| w.to_string());
+        if let Some(workers) = &workers {
+            flags.extend(["--workers", workers.as_str()]);
+        }
+        eprintln!("bench: start-up, {} runs", args.startup_runs);
+        report.startup = Some(startup::measure(args.startup_runs, &flags)?);
     }
     report.compare();
     Ok(report)

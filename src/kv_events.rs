@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use crate::prom::expo;
 use crate::shutdown::Shutdown;
 use crate::stats::{Histogram, MetricsSection};
+use crate::upstream::Resolver;
 
 pub use connection::ConnectError;
 pub use decode::{Batch, BlockHash, Event, EventKind, decode_batch};
@@ -90,8 +91,13 @@ pub enum StartError {
 
 impl KvEvents {
     /// Starts the subscriber and the writer; both stop on `shutdown`, the
-    /// writer once what is queued is written (or Redis proves away).
-    pub fn start(config: KvEventsConfig, shutdown: Arc<Shutdown>) -> Result<KvEvents, StartError> {
+    /// writer once what is queued is written (or Redis proves away). A
+    /// publisher on the engine's host is looked up by `engine`'s thread.
+    pub fn start(
+        config: KvEventsConfig,
+        shutdown: Arc<Shutdown>,
+        engine: &Arc<Resolver>,
+    ) -> Result<KvEvents, StartError> {
         let stats = Arc::new(KvStats::default());
         let (tx, rx) = mpsc::sync_channel(config.buffer.max(1));
         let queue = Queue {
@@ -106,11 +112,27 @@ impl KvEvents {
             "KV events: subscribing; Redis is contacted when the first events arrive"
         );
         let writer = Writer::new(&config.redis, config.index, stats.clone(), shutdown.clone());
+        // A malformed endpoint is reported by `Subscriber::new`.
+        let named = match config.endpoint.parse::<zeromq::Endpoint>() {
+            Ok(zeromq::Endpoint::Tcp(zeromq::Host::Domain(host), port)) => {
+                let resolver = if host == engine.host() {
+                    engine.clone()
+                } else {
+                    Arc::new(
+                        Resolver::start_as("kv-dns", &host, port)
+                            .map_err(|e| StartError::Thread("KV publisher lookup", e))?,
+                    )
+                };
+                Some(subscriber::Named { resolver, port })
+            }
+            _ => None,
+        };
         let subscriber = subscriber::Subscriber::new(
             &config.endpoint,
             &config.topic,
             config.replay_endpoint.as_deref(),
             queue,
+            named,
         )
         .map_err(|(endpoint, source)| StartError::Endpoint { endpoint, source })?;
         let writer = std::thread::Builder::new()

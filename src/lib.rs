@@ -70,5 +70,6 @@ pub mod runtime;
 pub mod secret;
 pub mod shutdown;
 pub mod sidecar;
+pub mod startup;
 pub mod stats;
 pub mod upstream;

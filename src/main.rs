@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use matrixinfer_runtime::config::Config;
 use matrixinfer_runtime::download::{self, cli::DownloadArgs};
 use matrixinfer_runtime::shutdown::{self, Shutdown};
-use matrixinfer_runtime::{errors, filter, sidecar};
+use matrixinfer_runtime::{errors, filter, sidecar, startup};
 
 /// The command line: the sidecar's options, or one of [`Command`].
 type Cli = matrixinfer_runtime::config::Cli<Command>;
@@ -36,13 +36,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    startup::mark("main");
     let cli = Cli::parse();
+    startup::mark("arguments");
     init_logging();
+    startup::mark("logging");
     let shutdown = Arc::new(Shutdown::default());
     if let Err(e) = shutdown::trigger_on_signals(shutdown.clone()) {
         eprintln!("cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
+    startup::mark("signals");
     let result = match cli.command {
         None => match Config::from_args(cli.serve).map(|c| sidecar::run(c, shutdown)) {
             Ok(Err(sidecar::StartError::Resolve(e))) | Err(e) => {

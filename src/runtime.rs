@@ -226,8 +226,35 @@ where
     Ok(Workers { handles, drivers })
 }
 
-/// The number of cores this process may run on.
+/// Workers when `--workers` is not given. Prometheus keeps one keep-alive
+/// connection per target and probes are rare, so one worker serves a
+/// sidecar's traffic; more add threads and memory, not speed (see
+/// docs/benchmarks.md, "Workers"). It never follows the node's size.
+pub const DEFAULT_WORKERS: usize = 1;
+
+/// The default worker count on a machine where this process may use
+/// `cores` cores: [`DEFAULT_WORKERS`], or fewer when the cores (the CPU
+/// affinity and the cgroup's `cpu.max` quota, see [`available_cores`])
+/// are fewer.
+pub fn default_workers(cores: usize) -> usize {
+    DEFAULT_WORKERS.min(cores).max(1)
+}
+
+/// Test hook: the core count to assume, so that a test can make the
+/// machine look as large as a GPU node.
+const ASSUME_CORES: &str = "MATRIXINFER_TEST_ASSUME_CORES";
+
+/// The number of cores this process may use: the CPU affinity mask and
+/// the cgroup's CPU quota (`cpu.max`, rounded down, at least 1), as the
+/// standard library reads them.
 pub fn available_cores() -> usize {
+    if let Some(cores) = std::env::var(ASSUME_CORES)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return cores;
+    }
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

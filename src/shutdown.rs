@@ -19,6 +19,9 @@ pub struct Shutdown {
     starting: AtomicBool,
     /// What SIGHUP does (reload the filters), if anything.
     on_hangup: std::sync::Mutex<Option<Hook>>,
+    /// What runs once when the signal is triggered, on the triggering
+    /// thread (a hook instead of a thread of its own waiting for it).
+    on_trigger: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 type Hook = std::sync::Arc<dyn Fn() + Send + Sync>;
@@ -48,6 +51,24 @@ impl Shutdown {
     pub fn trigger(&self) {
         self.triggered.store(true, Ordering::SeqCst);
         self.event.notify(usize::MAX);
+        let hooks = std::mem::take(&mut *self.on_trigger.lock().unwrap_or_else(|p| p.into_inner()));
+        for hook in hooks {
+            hook();
+        }
+    }
+
+    /// Runs `hook` once when the signal is triggered (at once if it has
+    /// been), on the thread that triggers it: it must not block.
+    pub fn on_trigger(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut hooks = self.on_trigger.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock `trigger` takes: a hook is either run by
+        // `trigger` or here, never both, never neither.
+        if self.is_triggered() {
+            drop(hooks);
+            hook();
+        } else {
+            hooks.push(Box::new(hook));
+        }
     }
 
     /// The process is starting until the guard drops: SIGTERM or SIGINT

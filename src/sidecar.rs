@@ -80,6 +80,7 @@ pub enum StartError {
 /// Binds, starts the workers and returns; the workers stop when
 /// `shutdown` is triggered.
 pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartError> {
+    crate::startup::mark("configuration");
     let guard = shutdown.clone();
     let _starting = guard.starting();
     runtime::raise_open_files_limit(config.server.connections.max());
@@ -88,6 +89,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
     let filters = Arc::new(
         FilterHost::load(&config.filters, config.filter_limits).map_err(StartError::Filters)?,
     );
+    crate::startup::mark("filters");
     {
         let filters = filters.clone();
         shutdown.on_hangup(move || {
@@ -123,6 +125,15 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
         );
     }
     let resolver = Arc::new(resolver);
+    crate::startup::mark("engine_name");
+    let cores = runtime::available_cores();
+    if config.workers > cores {
+        tracing::warn!(
+            workers = config.workers,
+            cores,
+            "more workers than the cores this container may use (CPU affinity and cpu.max quota); they take turns on them"
+        );
+    }
     let listeners = runtime::bind(listen, config.workers).map_err(|source| StartError::Listen {
         addr: listen,
         source,
@@ -133,6 +144,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
             addr: listen,
             source,
         })?;
+    crate::startup::mark("listeners");
     let jobs = Arc::new(Jobs::new(
         config.max_concurrent_jobs,
         config.max_queued_jobs,
@@ -140,17 +152,8 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
     {
         // Running downloads stop with the process; what they fetched is
         // kept and resumed by the next request for the same directory.
-        let (jobs, shutdown) = (jobs.clone(), shutdown.clone());
-        std::thread::Builder::new()
-            .name("shutdown-jobs".into())
-            .spawn(move || {
-                shutdown.wait_blocking();
-                jobs.cancel_all();
-            })
-            .map_err(|source| StartError::Threads {
-                what: "shutdown",
-                source,
-            })?;
+        let jobs = jobs.clone();
+        shutdown.on_trigger(move || jobs.cancel_all());
     }
     let lora = Lora::new(
         config.engine,
@@ -167,9 +170,11 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
         lora.clone(),
         filters.clone(),
     ];
+    crate::startup::mark("jobs_and_lora");
     let kv_events = match config.kv_events.clone() {
         Some(kv) => {
-            let bridge = KvEvents::start(kv, shutdown.clone()).map_err(StartError::KvEvents)?;
+            let bridge =
+                KvEvents::start(kv, shutdown.clone(), &resolver).map_err(StartError::KvEvents)?;
             sections.push(bridge.stats());
             Some(bridge)
         }
@@ -178,6 +183,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
             None
         }
     };
+    crate::startup::mark("kv_bridge");
     let stats = Arc::new(Stats::new(config.workers, config.engine.as_str(), sections));
     let server_config = config.server.clone();
     let endpoint = config.endpoint.clone();
@@ -209,6 +215,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
         what: "worker",
         source,
     })?;
+    crate::startup::mark("workers");
     stats.set_drivers(workers.drivers().to_vec());
     report_drivers(config.io_driver, workers.drivers());
     let proxies = crate::net::outbound::proxies();
@@ -219,6 +226,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
         engine = %config.engine,
         engine_url = %config.endpoint.base_url,
         workers = config.workers,
+        startup_ms = ?crate::startup::summary(),
         "listening on http://{addr}"
     );
     Ok(Running {

@@ -266,3 +266,47 @@ fn epoch_clock_wakeups(sidecar: &Proc) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// On a node the size of a GPU server (the sidecar told to assume 192
+/// cores), an idle sidecar keeps within DESIGN's thread budget: at most 6
+/// with the defaults (KV bridge on, the engine and the KV publisher named
+/// by host name, neither publishing), at most 8 with a filter. One worker
+/// serves, whatever the core count.
+#[test]
+fn idle_threads_stay_within_budget_on_a_192_core_node() {
+    let engine = Engine::flavor("vllm-v1").size("4k").start();
+    let url = format!("http://localhost:{}", engine.addr.port());
+    let publisher = format!("tcp://localhost:{}", closed_port().port());
+    let wasm = crate::filters::filter("passthrough");
+    for (filter, budget) in [(None, 6), (Some(wasm.as_str()), 8)] {
+        let mut args = vllm_sidecar_args(&[
+            "-H",
+            "127.0.0.1",
+            "-P",
+            "0",
+            "-B",
+            &url,
+            "--kv-events-endpoint",
+            &publisher,
+        ]);
+        if let Some(filter) = filter {
+            args.extend(["--filter", filter]);
+        }
+        let sidecar = Proc::start(&args, &[("MATRIXINFER_TEST_ASSUME_CORES", "192")]);
+        assert_eq!(get(sidecar.addr, "/metrics").status, 200);
+        let mut names = Vec::new();
+        eventually(
+            &format!("{filter:?}: at most {budget} threads at rest"),
+            || {
+                names = thread_names(&sidecar);
+                names.len() <= budget
+            },
+        );
+        let workers = names.iter().filter(|n| n.starts_with("worker-")).count();
+        assert_eq!(workers, 1, "{names:?}");
+        for expected in ["engine-dns", "kv-subscriber", "kv-writer"] {
+            assert!(names.iter().any(|n| n == expected), "{names:?}");
+        }
+        assert!(sidecar.log().contains("workers=1"), "{}", sidecar.log());
+    }
+}

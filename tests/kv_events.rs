@@ -781,6 +781,59 @@ fn without_events_redis_is_never_contacted() {
     assert!(off.log().contains("KV events: off"), "{}", off.log());
 }
 
+/// A publisher named by host, as in a Pod (`localhost`, which is `::1`
+/// and `127.0.0.1` while the publisher listens on the latter only), is
+/// looked up on a resolver thread of the bridge's own (the engine is
+/// named by address here) and dialed by address, every address in turn:
+/// no thread of the subscriber runtime's blocking pool looks it up. After
+/// an engine restart the bridge finds it again.
+#[test]
+fn a_publisher_named_by_host_is_dialed_by_address_and_found_again() {
+    let redis = RedisServer::start();
+    let mut publisher = Publisher::start();
+    let port = publisher.port;
+    let named = format!("tcp://localhost:{port}");
+    let engine = Engine::flavor("vllm-v1").start();
+    let sidecar = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .arg("--kv-events-endpoint")
+        .arg(&named)
+        .arg("--redis-host")
+        .arg("127.0.0.1")
+        .arg("--redis-port")
+        .arg(&redis.port.to_string())
+        .start();
+    let bridge = Bridge {
+        sidecar,
+        _engine: engine,
+    };
+    bridge.warm_up(&mut publisher, "kv-events");
+    drop(publisher);
+    eventually("the sidecar sees the engine go", || {
+        bridge.metric("matrixinfer_runtime_kv_engine_connected") == 0.0
+    });
+    let mut publisher = Publisher::start_on(Some(port));
+    let before = bridge.metric("matrixinfer_runtime_kv_messages_total");
+    eventually("the sidecar receives the new engine's events", || {
+        publisher.publish(json!({ "events": [] }));
+        thread::sleep(Duration::from_millis(50));
+        bridge.metric("matrixinfer_runtime_kv_messages_total") > before
+    });
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [stored(json!([78]), &[7, 8])] }),
+    );
+    assert_block(&redis, "vllm", "78", publisher.std_hash(&[7, 8]));
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", bridge.sidecar.child.id())).unwrap();
+    let names: Vec<String> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "kv-dns"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("tokio")), "{names:?}");
+}
+
 #[test]
 fn the_subscriber_reconnects_after_an_engine_restart() {
     let redis = RedisServer::start();

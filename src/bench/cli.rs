@@ -48,7 +48,7 @@ pub struct BenchArgs {
         default_value = "io-uring,epoll"
     )]
     pub drivers: Vec<DriverChoice>,
-    /// Sidecar worker threads [default: the sidecar's, one per core].
+    /// Sidecar worker threads [default: the sidecar's, 1].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// Also measure through the sidecar with this WASM filter.
@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// That sidecar's process id, for its CPU time and memory.
     #[arg(long, value_name = "PID")]
     pub target_pid: Option<u32>,
+    /// Sidecars started to measure exec to the first /health 200 (KV bridge on); 0 skips it.
+    #[arg(long, default_value_t = 20)]
+    pub startup_runs: usize,
     /// Ask for gzip, as Prometheus does.
     #[arg(long)]
     pub gzip: bool,

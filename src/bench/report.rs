@@ -20,6 +20,8 @@ pub struct Report {
     pub settings: Settings,
     /// One entry per path, `direct` first.
     pub paths: Vec<PathReport>,
+    /// Exec to the first `/health` 200, when measured.
+    pub startup: Option<super::startup::StartupReport>,
 }
 
 /// The machine.
@@ -194,6 +196,7 @@ impl Report {
                 during_download: args.during_download.is_some(),
             },
             paths: Vec::new(),
+            startup: None,
         }
     }
 
@@ -363,6 +366,10 @@ impl Report {
                 |v| v <= 48.0,
                 "(target at 64 connections, 1 MB)",
             );
+        }
+        if let Some(startup) = &self.startup {
+            let _ = writeln!(out);
+            out.push_str(&startup.table());
         }
         out
     }

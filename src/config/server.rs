@@ -12,7 +12,7 @@ use crate::runtime::DriverChoice;
 /// Options of the listening server, shared by every mode.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// Worker threads, each with its own runtime and listener [default: one per core].
+    /// Worker threads, each with its own runtime and listener [default: 1, whatever the node's size].
     #[arg(long, env = "MATRIXINFER_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// I/O driver: io_uring where the kernel allows it, else epoll.
@@ -61,8 +61,10 @@ impl ServerArgs {
 
     /// Worker threads to run.
     pub fn worker_count(&self) -> usize {
-        self.workers
-            .map_or_else(crate::runtime::available_cores, usize::from)
+        self.workers.map_or_else(
+            || crate::runtime::default_workers(crate::runtime::available_cores()),
+            usize::from,
+        )
     }
 }
 

@@ -18,8 +18,15 @@
 //!
 //! The socket runs on a current-thread tokio runtime of its own (the
 //! runtime the zeromq crate drives its I/O with). It connects for ever:
-//! while the engine is not up yet, and again after it restarts.
+//! while the engine is not up yet, and again after it restarts. A host
+//! name is looked up on a resolver thread ([`Resolver`], the engine's when
+//! the publisher is on the engine's host) and the socket dials the
+//! address: left to zeromq, every attempt would look the name up on a
+//! blocking-pool thread that lingers. Each attempt gives up after
+//! [`CONNECT_PATIENCE`], so that every address gets its turn and a name
+//! that moved is looked up again.
 
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,11 +38,28 @@ use super::replay::{Replay, ReplayError};
 use super::{DecodeError, KvStats, Queue, Queued, Throttle, decode_batch};
 use crate::net::RetryPolicy;
 use crate::shutdown::Shutdown;
+use crate::upstream::Resolver;
+
+/// How long one attempt to reach one of the publisher's addresses may
+/// take (zeromq retries a refused connection inside it, backing off from
+/// 50 ms) before the next address is tried.
+pub const CONNECT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// A publisher named by host, and the resolver that looks the name up.
+#[derive(Debug)]
+pub struct Named {
+    /// Looks the host up, off this thread.
+    pub resolver: Arc<Resolver>,
+    /// The publisher's port.
+    pub port: u16,
+}
 
 /// Reads the engine's KV event stream and queues the batches.
 #[derive(Debug)]
 pub struct Subscriber {
     endpoint: String,
+    /// Set when `endpoint` names a host rather than an address.
+    named: Option<Named>,
     topic: String,
     queue: Queue,
     stats: Arc<KvStats>,
@@ -59,6 +83,7 @@ impl Subscriber {
         topic: &str,
         replay: Option<&str>,
         queue: Queue,
+        named: Option<Named>,
     ) -> Result<Subscriber, (String, EndpointError)> {
         for endpoint in std::iter::once(endpoint).chain(replay) {
             endpoint
@@ -67,6 +92,7 @@ impl Subscriber {
         }
         Ok(Subscriber {
             endpoint: endpoint.to_owned(),
+            named,
             topic: topic.to_owned(),
             stats: queue.stats.clone(),
             queue,
@@ -81,6 +107,9 @@ impl Subscriber {
     pub fn run(mut self, shutdown: Arc<Shutdown>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            // The replay socket's name lookups run on the blocking pool;
+            // its thread need not outlive them by long.
+            .thread_keep_alive(Duration::from_secs(1))
             .build()
         {
             Ok(runtime) => runtime,
@@ -91,18 +120,25 @@ impl Subscriber {
         };
         runtime.block_on(async {
             tokio::select! {
-                () = self.subscribe() => {}
+                () = async { loop { self.subscribe().await } } => {}
                 () = shutdown.wait() => {}
             }
         });
         self.stats.set_engine_up(false);
     }
 
+    /// Connects and reads; returns when the publisher's name has moved to
+    /// other addresses while it was away.
     async fn subscribe(&mut self) {
         // The monitor reports this first connection too.
-        let (mut socket, mut events) = self.connect().await;
-        // The socket reconnects by itself from here on.
+        let (mut socket, mut events, dialed) = self.connect().await;
+        // The socket reconnects by itself from here on, to the address it
+        // dialed; after a disconnection the name is looked up again, and
+        // the socket is replaced if the address is no longer among it.
+        let mut recheck: Option<tokio::time::Instant> = None;
         loop {
+            let due =
+                recheck.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 message = socket.recv() => match message {
                     Ok(message) => self.handle(message).await,
@@ -111,13 +147,67 @@ impl Subscriber {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                Some(event) = events.next() => self.connection_event(event),
+                Some(event) = events.next() => {
+                    if matches!(event, SocketEvent::Disconnected(_))
+                        && let Some(named) = &self.named
+                    {
+                        named.resolver.refresh();
+                        recheck = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                    self.connection_event(event);
+                }
+                () = tokio::time::sleep_until(due), if recheck.is_some() => {
+                    recheck = None;
+                    if let (Some(named), Some(ip)) = (&self.named, dialed)
+                        && let Ok(addrs) = named.resolver.addresses()
+                        && !addrs.iter().any(|a| a.ip() == ip)
+                    {
+                        tracing::info!(
+                            endpoint = %self.endpoint,
+                            "KV events: the publisher's name moved from {ip}; dialing it again"
+                        );
+                        return;
+                    }
+                }
             }
         }
     }
 
-    /// The first connection, tried until it succeeds.
-    async fn connect(&mut self) -> (SubSocket, impl Stream<Item = SocketEvent> + Unpin + use<>) {
+    /// The endpoints to dial: the one given, or for a host name one per
+    /// address it resolves to now (`localhost` is `::1` and `127.0.0.1`,
+    /// and a publisher may listen on only one of them).
+    fn dial(&self) -> Result<Vec<(String, Option<IpAddr>)>, String> {
+        let Some(Named { resolver, port }) = &self.named else {
+            return Ok(vec![(self.endpoint.clone(), None)]);
+        };
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for addr in resolver.addresses()?.iter() {
+            if !ips.contains(&addr.ip()) {
+                ips.push(addr.ip());
+            }
+        }
+        Ok(ips
+            .into_iter()
+            .map(|ip| {
+                let endpoint = match ip {
+                    IpAddr::V4(v4) => format!("tcp://{v4}:{port}"),
+                    IpAddr::V6(v6) => format!("tcp://[{v6}]:{port}"),
+                };
+                (endpoint, Some(ip))
+            })
+            .collect())
+    }
+
+    /// The first connection, tried until it succeeds: every address in
+    /// turn, each for up to [`CONNECT_PATIENCE`], then again after a
+    /// backoff, looking the name up again.
+    async fn connect(
+        &mut self,
+    ) -> (
+        SubSocket,
+        impl Stream<Item = SocketEvent> + Unpin + use<>,
+        Option<IpAddr>,
+    ) {
         let retry = RetryPolicy {
             attempts: u32::MAX,
             base: Duration::from_millis(200),
@@ -125,31 +215,45 @@ impl Subscriber {
         };
         let mut failures = 0;
         loop {
-            let mut options = SocketOptions::default();
-            // Connection refused is retried inside `connect` for as long
-            // as it takes; other failures (a name that does not resolve
-            // yet) come back here.
-            options.no_connect_timeout();
-            let mut socket = SubSocket::with_options(options);
-            let events = socket.monitor();
-            let connected = match socket.subscribe(&self.topic).await {
-                Ok(()) => socket.connect(&self.endpoint).await,
-                Err(e) => Err(e),
-            };
-            match connected {
-                Ok(()) => return (socket, events),
-                Err(e) => {
-                    failures += 1;
-                    if let Some(held) = self.warnings.check() {
-                        tracing::warn!(
-                            endpoint = %self.endpoint,
-                            repeats = held,
-                            "KV events: cannot connect to the engine ({e}); retrying"
-                        );
+            let candidates = self.dial().unwrap_or_else(|e| {
+                if let Some(held) = self.warnings.check() {
+                    tracing::warn!(
+                        endpoint = %self.endpoint,
+                        repeats = held,
+                        "KV events: the publisher's host does not resolve yet ({e}); retrying"
+                    );
+                }
+                Vec::new()
+            });
+            for (endpoint, ip) in candidates {
+                let mut options = SocketOptions::default();
+                // Connection refused is retried inside `connect`, backing
+                // off, for up to its patience.
+                options.connect_timeout(CONNECT_PATIENCE);
+                let mut socket = SubSocket::with_options(options);
+                let events = socket.monitor();
+                let connected = match socket.subscribe(&self.topic).await {
+                    Ok(()) => socket.connect(&endpoint).await,
+                    Err(e) => Err(e),
+                };
+                match connected {
+                    Ok(()) => return (socket, events, ip),
+                    Err(e) => {
+                        if let Some(held) = self.warnings.check() {
+                            tracing::warn!(
+                                endpoint = %self.endpoint,
+                                repeats = held,
+                                "KV events: cannot connect to the engine at {endpoint} ({e}); retrying"
+                            );
+                        }
                     }
-                    tokio::time::sleep(retry.backoff(failures)).await;
                 }
             }
+            if let Some(named) = &self.named {
+                named.resolver.refresh();
+            }
+            failures += 1;
+            tokio::time::sleep(retry.backoff(failures)).await;
         }
     }
 

@@ -8,7 +8,9 @@
 //! the answer is the resolver's error, which the metrics path turns into a
 //! `502` naming the host; a lookup that fails after one succeeded keeps the
 //! last addresses (a DNS blip does not take scrapes down) and logs why. An
-//! address literal needs no lookup and no thread.
+//! address literal needs no lookup and no thread. The KV bridge reads the
+//! same resolver when its publisher is on the engine's host (the usual
+//! Pod: both `localhost`), so one thread serves both.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -59,13 +61,28 @@ impl Resolver {
     /// A resolver for `host`:`port` with the system's lookup, every
     /// [`RESOLVE_TTL`].
     pub fn start(host: &str, port: u16) -> io::Result<Resolver> {
-        Resolver::start_with(host, port, RESOLVE_TTL, Arc::new(system_lookup))
+        Resolver::start_as("engine-dns", host, port)
+    }
+
+    /// As [`Resolver::start`], its thread named `thread`.
+    pub fn start_as(thread: &str, host: &str, port: u16) -> io::Result<Resolver> {
+        Resolver::spawn(thread, host, port, RESOLVE_TTL, Arc::new(system_lookup))
     }
 
     /// A resolver for `host`:`port` that calls `lookup` on its own thread
     /// at once, then every `ttl` and on [`Resolver::refresh`]. The thread
     /// ends when the resolver is dropped.
     pub fn start_with(
+        host: &str,
+        port: u16,
+        ttl: Duration,
+        lookup: Arc<Lookup>,
+    ) -> io::Result<Resolver> {
+        Resolver::spawn("engine-dns", host, port, ttl, lookup)
+    }
+
+    fn spawn(
+        thread: &str,
         host: &str,
         port: u16,
         ttl: Duration,
@@ -84,7 +101,7 @@ impl Resolver {
         let (wake, woken) = flume::bounded(1);
         let (for_thread, name) = (shared.clone(), host.to_owned());
         std::thread::Builder::new()
-            .name("engine-dns".into())
+            .name(thread.into())
             .spawn(move || {
                 loop {
                     let found = lookup(&name, port).and_then(|addrs| {
