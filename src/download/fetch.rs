@@ -13,25 +13,36 @@
 //! - bytes go straight from the socket to their offset in a preallocated
 //!   temporary file (`.<name>.mi-part`) with positional writes; memory per
 //!   transfer is one read buffer;
-//! - each finished part is flushed and recorded in a journal beside the
-//!   temporary file, so an interrupted download (crash, `kill -9`, lost
-//!   connection) resumes from the parts it has; a transfer that fails
-//!   midway is retried from the byte where it stopped;
+//! - the file's digest is computed as its bytes arrive, in order although
+//!   parts finish out of order: the part at the front of the hashed prefix
+//!   feeds its chunks to the hasher, and parts that finished ahead of it
+//!   are read back (from the page cache, just written) when the prefix
+//!   reaches them (`prefix`); a complete file is not read again;
+//! - finished parts are recorded in a journal beside the temporary file
+//!   once an `fdatasync` covers them, one sync per batch of parts
+//!   ([`SYNC_EVERY`] bytes), so an interrupted download (crash, `kill -9`,
+//!   lost connection) resumes from the parts it has, re-hashing them from
+//!   disk; a transfer that fails midway is retried from the byte where it
+//!   stopped. Bytes synced and hashed leave the page cache
+//!   (`posix_fadvise`), which counts against the container's memory;
 //! - a complete file is verified (size, and the digest the source gave,
 //!   or a weaker check the source's answers showed to be the right one:
-//!   [`Origin::settle`]), then renamed to its final name: nothing
-//!   unverified ever sits there. Which check each file got is counted in
-//!   [`Progress::verified_by`] and logged.
-
+//!   [`Origin::settle`], only for which the file is read again), then
+//!   renamed to its final name: nothing unverified ever sits there. Which
+//!   check each file got is counted in [`Progress::verified_by`] and
+//!   logged.
 //!
 //! The pieces: [`Origin`] and its types (`origin`), the worker pool over
-//! one queue of parts (here), one file in flight (`transfer`), its resume
-//! journal (`journal`), verification and rename (`land`), and the log of
-//! verified files (`verified`).
+//! one queue of parts (here), one file in flight (`transfer`), its
+//! digest as the bytes arrive (`prefix`), its resume journal (`journal`)
+//! and the batched syncs that feed it (`durable`), verification and
+//! rename (`land`), and the log of verified files (`verified`).
 
+mod durable;
 mod journal;
 mod land;
 mod origin;
+mod prefix;
 mod transfer;
 mod verified;
 
@@ -44,6 +55,7 @@ use super::error::DownloadError;
 #[cfg(doc)]
 use super::verify::Expect;
 use crate::net::RetryPolicy;
+pub use durable::SYNC_EVERY;
 pub use land::safe_join;
 pub use origin::{FetchError, Origin, RemoteFile};
 use transfer::FileState;
@@ -77,6 +89,13 @@ pub struct Progress {
     pub retries: AtomicU64,
     /// Bytes downloaded in this run (not skipped or resumed).
     pub bytes_fetched: AtomicU64,
+    /// Bytes read back from temporary files for their digests: parts that
+    /// finished ahead of the hashed prefix, and parts an earlier run left
+    /// on disk. Zero with one worker and nothing resumed.
+    pub bytes_read_back: AtomicU64,
+    /// Syncs of temporary files to disk: one per batch of finished parts
+    /// ([`SYNC_EVERY`]) and one per file before it lands.
+    pub syncs: AtomicU64,
     /// What supplied the source's credentials (S3), once known.
     pub credentials: std::sync::OnceLock<String>,
     /// Files verified, by the check they got ([`Expect::id`], or
@@ -151,7 +170,7 @@ pub fn run(
         }
         match FileState::prepare(file, target, progress) {
             Ok(state) => states.push(state),
-            Err(e) => return Err(release_space_if_full(e, &states)),
+            Err(e) => return Err(wind_down(e, &states, progress)),
         }
     }
 
@@ -167,7 +186,9 @@ pub fn run(
     let verified = Mutex::new(verified);
     // Empty files and files whose parts were all present already.
     for state in states.iter().filter(|s| s.remaining.load(Relaxed) == 0) {
-        state.finish(origin, progress, &verified)?;
+        if let Err(e) = state.finish(origin, progress, &verified) {
+            return Err(wind_down(e, &states, progress));
+        }
     }
     if queue.is_empty() {
         return Ok(());
@@ -221,20 +242,25 @@ pub fn run(
         }
     });
     match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        Some(e) => Err(release_space_if_full(e, &states)),
-        None if cancel.load(Relaxed) => Err(DownloadError::Cancelled),
+        Some(e) => Err(wind_down(e, &states, progress)),
+        None if cancel.load(Relaxed) => Err(wind_down(DownloadError::Cancelled, &states, progress)),
         None => Ok(()),
     }
 }
 
-/// A full disk is shared with the engine and everything else in the Pod:
+/// A run that fails leaves its unfinished files ready to resume: the
+/// parts it finished synced and in their journals. Except on a full disk,
+/// which is shared with the engine and everything else in the Pod: there
 /// the unfinished files of this run give their space back rather than
 /// keep it for a resume that cannot happen until space is freed.
-fn release_space_if_full(error: DownloadError, states: &[FileState]) -> DownloadError {
-    if matches!(error, DownloadError::DiskFull { .. }) {
-        // Finished files were renamed away from their temporary names.
-        for state in states {
+fn wind_down(error: DownloadError, states: &[FileState], progress: &Progress) -> DownloadError {
+    let full = matches!(error, DownloadError::DiskFull { .. });
+    for state in states {
+        if full {
+            // Finished files were renamed away from their temporary names.
             state.discard();
+        } else {
+            state.stop(progress);
         }
     }
     error

@@ -301,6 +301,8 @@ impl Jobs {
                     files = p.files_total.load(Relaxed),
                     bytes = p.bytes_total.load(Relaxed),
                     fetched = p.bytes_fetched.load(Relaxed),
+                    read_back = p.bytes_read_back.load(Relaxed),
+                    syncs = p.syncs.load(Relaxed),
                     seconds = started.elapsed().as_secs_f64(),
                     "download completed"
                 );

@@ -1,7 +1,8 @@
 //! The resume journal beside a temporary file
 //! (`.<name>.mi-part.journal`): a header naming the file's size, part size
-//! and source version, then one line per part whose bytes are already
-//! flushed to disk. A journal whose header does not match is not resumed.
+//! and source version, then one line per part whose bytes a sync has
+//! already put on disk (`durable`). A journal whose header does not match
+//! is not resumed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -51,7 +52,7 @@ pub(super) fn open(path: &Path, header: &str, resumable: bool) -> Result<File, D
     Ok(journal)
 }
 
-/// Records a finished part, whose bytes the caller has flushed.
+/// Records a finished part, whose bytes the caller has synced.
 pub(super) fn record(journal: &mut File, part: usize, path: &Path) {
     // Only a resume needs the line: without it, that part is fetched
     // again.

@@ -1,6 +1,7 @@
 //! Landing a file: the complete temporary file verified (size, then the
-//! digest the source gave) and renamed to its final name, so nothing
-//! unverified ever sits there; and the paths a source may name at all.
+//! digest the source gave, as computed while its bytes arrived) and
+//! renamed to its final name, so nothing unverified ever sits there; and
+//! the paths a source may name at all.
 
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
@@ -33,9 +34,13 @@ impl FileState {
             });
         }
         let expect = origin.settle(&self.file)?;
-        let streamed = self.hasher.lock().unwrap_or_else(|e| e.into_inner()).take();
         // A digest streamed for a check that no longer applies is dropped.
-        let streamed = streamed.filter(|_| expect == self.file.expect);
+        let streamed = if expect == self.file.expect {
+            self.prefix
+                .take(&|buf, at| self.read_back(buf, at), progress)?
+        } else {
+            None
+        };
         let digest = match (streamed, expect.hasher(self.file.size)) {
             (Some(hasher), _) => Some(hasher.finish()),
             (None, Some(hasher)) => Some(hash_file(&self.temp, hasher).map_err(fail)?),
@@ -52,7 +57,12 @@ impl FileState {
                 actual,
             });
         }
+        // This sync covers the parts no sync covered yet.
+        self.forget_unsynced();
         self.handle.sync_all().map_err(fail)?;
+        progress.syncs.fetch_add(1, Relaxed);
+        // Synced and verified: the download needs none of it in memory.
+        self.let_go(0..self.file.size);
         std::fs::rename(&self.temp, &self.target)
             .map_err(|e| DownloadError::local("cannot rename into place", &self.target, e))?;
         let _ = std::fs::remove_file(&self.journal_path);
@@ -72,6 +82,7 @@ impl FileState {
     }
 
     pub(super) fn discard(&self) {
+        self.forget_unsynced();
         let _ = std::fs::remove_file(&self.temp);
         let _ = std::fs::remove_file(&self.journal_path);
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use super::*;
 use crate::download::verify::{Expect, hex};
 
+mod digest;
+
 /// Serves files from memory; can cut transfers short, fail transiently,
 /// or refuse.
 #[derive(Default)]

@@ -1,7 +1,8 @@
 //! One file in flight: cutting it into parts, its preallocated temporary
 //! file and journal (resuming the parts an earlier run finished), and the
 //! transfer of one part into place with retries from the byte where a
-//! failure stopped it.
+//! failure stopped it, its bytes going into the file's digest on the way
+//! (`prefix`).
 
 use std::cell::Cell;
 use std::fs::{File, OpenOptions};
@@ -9,15 +10,16 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::durable::Unsynced;
+use super::prefix::Prefix;
 use super::{
     FetchError, LARGE_FILE, LARGE_PART_SIZE, Origin, PART_SIZE, PART_SUFFIX, Progress, RemoteFile,
     SPLIT_ABOVE, journal,
 };
 use crate::download::error::DownloadError;
-use crate::download::verify::Hasher;
 use crate::net::RetryPolicy;
 
 /// One file being downloaded.
@@ -27,15 +29,20 @@ pub(super) struct FileState {
     pub(super) temp: PathBuf,
     pub(super) journal_path: PathBuf,
     pub(super) handle: File,
-    parts: Vec<Range<u64>>,
+    pub(super) parts: Vec<Range<u64>>,
     /// Parts already on disk (from an earlier run).
     done: Vec<bool>,
     /// Parts not yet on disk; the transfer that takes it to zero finishes
-    /// the file.
+    /// the file. Taken down under the `unsynced` lock.
     pub(super) remaining: AtomicUsize,
-    journal: Mutex<Option<File>>,
-    /// For single-transfer files: the digest, computed as bytes arrive.
-    pub(super) hasher: Mutex<Option<Hasher>>,
+    /// Multi-part files: the resume journal.
+    pub(super) journal: Mutex<Option<File>>,
+    /// Finished parts no sync covers yet, hence not in the journal.
+    pub(super) unsynced: Mutex<Unsynced>,
+    /// The page cache of `0..dropped_to` has been let go.
+    pub(super) dropped_to: AtomicU64,
+    /// The digest, computed as bytes arrive.
+    pub(super) prefix: Prefix,
 }
 
 impl FileState {
@@ -97,16 +104,17 @@ impl FileState {
             .filter(|(_, d)| **d)
             .map(|(r, _)| r.end - r.start)
             .sum();
-        if resumed > 0 {
+        let hasher = file.expect.hasher(file.size);
+        if resumed > 0 && hasher.is_some() {
+            // The digest's state is not saved: the parts on disk are read
+            // back into it as the prefix reaches them.
+            tracing::info!(file = %file.rel, resumed_bytes = resumed, "resuming: re-hashing {resumed} bytes already on disk");
+        } else if resumed > 0 {
             tracing::info!(file = %file.rel, resumed_bytes = resumed, "resuming an interrupted download");
         }
         progress.bytes_done.fetch_add(resumed, Relaxed);
         let remaining = done.iter().filter(|d| !**d).count();
-        let hasher = if parts.len() == 1 {
-            file.expect.hasher(file.size)
-        } else {
-            None
-        };
+        let prefix = Prefix::new(&parts, &done, hasher);
         Ok(FileState {
             target,
             temp,
@@ -116,7 +124,9 @@ impl FileState {
             parts,
             done,
             journal: Mutex::new(journal),
-            hasher: Mutex::new(hasher),
+            unsynced: Mutex::default(),
+            dropped_to: AtomicU64::new(0),
+            prefix,
             file,
         })
     }
@@ -142,10 +152,6 @@ impl FileState {
         let range = self.parts[part].clone();
         let offset = Cell::new(range.start);
         let mut attempt = 0;
-        // Only single-transfer files hash as they go; parts of one file
-        // must not wait for each other on this lock.
-        let mut hasher =
-            (self.parts.len() == 1).then(|| self.hasher.lock().unwrap_or_else(|e| e.into_inner()));
         loop {
             let mut sink = |chunk: &[u8]| -> Result<(), FetchError> {
                 if cancel.load(Relaxed) {
@@ -160,9 +166,16 @@ impl FileState {
                 self.handle.write_all_at(chunk, at).map_err(|e| {
                     FetchError::Fatal(DownloadError::local("cannot write", &self.temp, e))
                 })?;
-                if let Some(h) = hasher.as_mut().and_then(|guard| guard.as_mut()) {
-                    h.update(chunk);
-                }
+                self.prefix
+                    .wrote(
+                        part,
+                        at,
+                        chunk,
+                        &|buf, at| self.read_back(buf, at),
+                        progress,
+                        cancel,
+                    )
+                    .map_err(FetchError::Fatal)?;
                 offset.set(at + chunk.len() as u64);
                 progress.bytes_done.fetch_add(chunk.len() as u64, Relaxed);
                 progress
@@ -203,22 +216,14 @@ impl FileState {
                 }
             }
         }
-        drop(hasher);
-        if self.parts.len() > 1 {
-            // The part's bytes are on disk before the journal says so.
-            self.handle
-                .sync_data()
-                .map_err(|e| DownloadError::local("cannot flush", &self.temp, e))?;
-            if let Some(journal) = self
-                .journal
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_mut()
-            {
-                journal::record(journal, part, &self.journal_path);
-            }
-        }
-        Ok(self.remaining.fetch_sub(1, Relaxed) == 1)
+        self.part_done(part, progress)
+    }
+
+    /// Reads bytes of the temporary file back, for the digest.
+    pub(super) fn read_back(&self, buf: &mut [u8], at: u64) -> Result<(), DownloadError> {
+        self.handle
+            .read_exact_at(buf, at)
+            .map_err(|e| DownloadError::local("cannot read back", &self.temp, e))
     }
 }
 
