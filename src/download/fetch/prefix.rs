@@ -120,6 +120,8 @@ impl Prefix {
             hasher.update(chunk);
             s.hashed_to = at + chunk.len() as u64;
         }
+        // Never back: bytes sent again (no transfer does, today) are not
+        // taken for unwritten ones, nor hashed again above.
         s.written_to[part] = s.written_to[part].max(at + chunk.len() as u64);
         // The chunk completed its part at the front: the parts after it
         // that finished first.
