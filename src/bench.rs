@@ -18,6 +18,8 @@
 //! makes the figures conservative.
 
 mod cli;
+mod engine;
+pub(crate) mod forward;
 mod load;
 mod plot;
 mod procstat;
@@ -35,12 +37,13 @@ use std::thread;
 use std::time::Duration;
 
 pub(crate) use cli::BenchArgs;
+use cli::Encoding;
 use load::Target;
 use matrixinfer_runtime::net::{HttpClient, Url};
 use matrixinfer_runtime::runtime::DriverChoice;
 use report::{PathReport, Report};
 
-type BoxError = Box<dyn Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn Error + Send + Sync>;
 
 /// Runs the harness and prints its table.
 pub fn run(args: BenchArgs) -> Result<(), BoxError> {
@@ -61,62 +64,38 @@ pub fn run(args: BenchArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Measures every path.
+/// Measures every path, each with every encoding.
 pub fn measure_all(args: &BenchArgs) -> Result<Report, BoxError> {
     let engine_kind = match (&args.engine, args.flavor.starts_with("sglang")) {
         (Some(engine), _) => engine.clone(),
         (None, true) => "sglang".into(),
         (None, false) => "vllm".into(),
     };
-    let mut simulated = None;
-    let engine_url = match &args.engine_url {
-        Some(url) => Url::parse(url)?,
-        None => {
-            let size = args.size.to_string();
-            let cpu = args.engine_cpu_us.to_string();
-            let engine = Process::start(&[
-                "simulate",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--flavor",
-                &args.flavor,
-                "--size",
-                &size,
-                "--render-cpu-us",
-                &cpu,
-                "--workers",
-                "1",
-            ])?;
-            let url = Url::parse(&format!("http://{}/metrics", engine.addr))?;
-            simulated = Some(engine);
-            url
-        }
+    let engine = engine::start(args)?;
+    let mut report = Report::new(args, &engine_kind, &engine.label);
+    let target = |url: &Url, encoding: Encoding| Target {
+        url: url.clone(),
+        gzip: encoding == Encoding::Gzip,
     };
-    let mut report = Report::new(args, &engine_kind, simulated.as_ref().map(|e| e.pid()));
-
-    let direct = Target {
-        url: engine_url.clone(),
-        gzip: args.gzip,
-    };
-    let baseline = measure(
-        args,
-        "direct",
-        None,
-        &direct,
-        simulated.as_ref().map(|e| e.pid()),
-        false,
-    )?;
-    report.paths.push(baseline);
+    for &encoding in &args.encodings {
+        let path = Path {
+            name: "direct",
+            driver: None,
+            encoding,
+        };
+        let direct = target(&engine.url, encoding);
+        report
+            .paths
+            .push(measure(args, &path, &direct, engine.pid, None)?);
+    }
 
     let base_url = format!(
         "http://{}:{}",
-        engine_url.origin.host, engine_url.origin.port
+        engine.url.origin.host, engine.url.origin.port
     );
-    let metrics_path = engine_url.target.clone();
+    let metrics_path = engine.url.target.clone();
     for &driver in &args.drivers {
-        let mut variants = vec![("sidecar", Vec::new())];
+        let mut variants = vec![("forward", Vec::new()), ("sidecar", Vec::new())];
         if let Some(filter) = &args.filter {
             let mut flags = vec!["--filter".to_owned(), filter.display().to_string()];
             if let Some(config) = &args.filter_config {
@@ -125,35 +104,53 @@ pub fn measure_all(args: &BenchArgs) -> Result<Report, BoxError> {
             variants.push(("sidecar+filter", flags));
         }
         for (name, extra) in variants {
-            let sidecar =
-                start_sidecar(args, &engine_kind, &base_url, &metrics_path, driver, &extra)?;
-            let target = Target {
-                url: Url::parse(&format!("http://{}/metrics", sidecar.addr))?,
-                gzip: args.gzip,
+            let process = if name == "forward" {
+                start_forward(&base_url, &metrics_path, driver)?
+            } else {
+                start_sidecar(args, &engine_kind, &base_url, &metrics_path, driver, &extra)?
             };
-            if let Some(body) = &args.during_download {
-                start_download(sidecar.addr, body, report.paths.len())?;
+            let url = Url::parse(&format!("http://{}/metrics", process.addr))?;
+            if name != "forward"
+                && let Some(body) = &args.during_download
+            {
+                start_download(process.addr, body, report.paths.len())?;
             }
-            let mut path = measure(args, name, Some(driver), &target, Some(sidecar.pid()), true)?;
-            if args.during_download.is_some() {
-                path.download = Some(download_state(sidecar.addr));
+            for &encoding in &args.encodings {
+                let path = Path {
+                    name,
+                    driver: Some(driver),
+                    encoding,
+                };
+                let mut measured = measure(
+                    args,
+                    &path,
+                    &target(&url, encoding),
+                    Some(process.pid()),
+                    engine.pid,
+                )?;
+                if name != "forward" && args.during_download.is_some() {
+                    measured.download = Some(download_state(process.addr));
+                }
+                report.paths.push(measured);
             }
-            report.paths.push(path);
         }
     }
     if let Some(url) = &args.target_url {
-        let target = Target {
-            url: Url::parse(url)?,
-            gzip: args.gzip,
-        };
-        report.paths.push(measure(
-            args,
-            "target",
-            None,
-            &target,
-            args.target_pid,
-            true,
-        )?);
+        let url = Url::parse(url)?;
+        for &encoding in &args.encodings {
+            let path = Path {
+                name: "target",
+                driver: None,
+                encoding,
+            };
+            report.paths.push(measure(
+                args,
+                &path,
+                &target(&url, encoding),
+                args.target_pid,
+                engine.pid,
+            )?);
+        }
     }
     if args.startup_runs > 0 {
         let mut flags = vec![
@@ -179,20 +176,30 @@ pub fn measure_all(args: &BenchArgs) -> Result<Report, BoxError> {
     Ok(report)
 }
 
-/// Measures one path; `pid` is the process whose CPU and memory count.
+/// Which path, driver and encoding a measurement is of.
+struct Path {
+    name: &'static str,
+    driver: Option<DriverChoice>,
+    encoding: Encoding,
+}
+
+/// Measures one path; `pid` is the process whose CPU and memory count,
+/// `engine_pid` the engine's when it is another process (for the Pod's
+/// CPU per scrape).
 fn measure(
     args: &BenchArgs,
-    name: &str,
-    driver: Option<DriverChoice>,
+    path: &Path,
     target: &Target,
     pid: Option<u32>,
-    is_sidecar: bool,
+    engine_pid: Option<u32>,
 ) -> Result<PathReport, BoxError> {
     eprintln!(
-        "bench: {name}{} at {}",
-        driver
+        "bench: {}{} {} at {}",
+        path.name,
+        path.driver
             .map(|d| format!(" ({})", d.as_str()))
             .unwrap_or_default(),
+        path.encoding.as_str(),
         target.url.display_without_query()
     );
     // A few scrapes, then idle.
@@ -209,9 +216,10 @@ fn measure(
     load::open_loop(target, args.rate, args.connections.into(), args.warmup);
 
     let sampler = pid.map(RssSampler::start);
-    let cpu_before = pid.and_then(|pid| procstat::cpu_nanos(pid).ok());
+    let cpu = |pid: Option<u32>| pid.and_then(|pid| procstat::cpu_nanos(pid).ok());
+    let (cpu_before, engine_before) = (cpu(pid), cpu(engine_pid));
     let latency = load::open_loop(target, args.rate, args.connections.into(), args.duration);
-    let cpu_after = pid.and_then(|pid| procstat::cpu_nanos(pid).ok());
+    let (cpu_after, engine_after) = (cpu(pid), cpu(engine_pid));
     let steady = sampler.map(RssSampler::median);
 
     let throughput = if args.throughput_duration.is_zero() {
@@ -227,26 +235,31 @@ fn measure(
         .and_then(|pid| procstat::memory(pid).ok())
         .map(|m| m.peak);
 
-    let cpu_per_scrape = match (cpu_before, cpu_after) {
+    let per_scrape = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(before), Some(after)) if !latency.latencies.is_empty() => {
             Some((after - before) as f64 / latency.latencies.len() as f64 / 1e3)
         }
         _ => None,
     };
-    Ok(PathReport::new(
-        name,
-        driver,
-        is_sidecar,
+    let mut report = PathReport::new(
+        path.name,
+        path.driver,
+        path.encoding,
         &latency,
         throughput.as_ref(),
-        cpu_per_scrape,
+        per_scrape(cpu_before, cpu_after),
         [
             idle.map(|m| m.rss),
             idle.map(|m| m.anon),
             steady.flatten(),
             peak,
         ],
-    ))
+    );
+    report.engine_cpu_us_per_scrape = match path.name {
+        "direct" => report.cpu_us_per_scrape,
+        _ => per_scrape(engine_before, engine_after),
+    };
+    Ok(report)
 }
 
 /// Samples a process's RSS every 100 ms until asked for the median.
@@ -277,6 +290,23 @@ impl RssSampler {
         let samples = self.thread.join().ok()?;
         (!samples.is_empty()).then(|| load::quantile(&samples, 0.5))
     }
+}
+
+/// Starts the forwarding proxy (the floor) in front of the engine.
+fn start_forward(
+    base_url: &str,
+    metrics_path: &str,
+    driver: DriverChoice,
+) -> Result<Process, BoxError> {
+    Process::start(&[
+        "bench-forward",
+        "--upstream",
+        base_url,
+        "--metrics-path",
+        metrics_path,
+        "--io-driver",
+        driver.as_str(),
+    ])
 }
 
 fn start_sidecar(

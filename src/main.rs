@@ -30,9 +30,12 @@ enum Command {
     /// Download a model without the server (for init containers); exits 0 only when all is verified.
     Download(DownloadArgs),
     /// Measure what the sidecar adds to a scrape: latency, throughput, CPU and memory, direct vs through it.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Filter tools: `filter compile IN.wasm -o OUT.cwasm` precompiles a filter for this build.
     Filter(filter::cli::FilterArgs),
+    /// The harness's byte-forwarding proxy (the floor it measures the sidecar against).
+    #[command(hide = true)]
+    BenchForward(bench::forward::ForwardArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,8 +64,9 @@ fn main() -> ExitCode {
         Some(Command::Simulate(args)) => simulate(&args, &shutdown),
         Some(Command::Demo(args)) => demo::run(args, shutdown),
         Some(Command::Download(args)) => download::cli::run(args),
-        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Bench(args)) => bench::run(*args),
         Some(Command::Filter(args)) => filter::cli::run(args).map_err(Box::from),
+        Some(Command::BenchForward(args)) => bench::forward::run(args, shutdown),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,7 +29,14 @@ fn the_harness_runs_and_reports() {
             "--throughput-duration",
             "0.3",
         ])
-        .args(["--drivers", "epoll", "--workers", "1"])
+        .args([
+            "--drivers",
+            "epoll",
+            "--workers",
+            "1",
+            "--startup-runs",
+            "3",
+        ])
         .arg("--filter")
         .arg(crate::filters::filter("passthrough"))
         .arg("--json")
@@ -54,19 +61,21 @@ fn the_harness_runs_and_reports() {
         .take_while(|l| !l.is_empty())
         .map(|l| l.split_whitespace().collect())
         .collect();
-    let names: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
-    assert_eq!(
-        names,
-        [
-            ("direct", "-"),
-            ("sidecar", "epoll"),
-            ("sidecar+filter", "epoll")
-        ],
-        "{table}"
-    );
+    let names: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r[0], r[1], r[2])).collect();
+    let mut expected = Vec::new();
+    for (path, driver) in [
+        ("direct", "-"),
+        ("forward", "epoll"),
+        ("sidecar", "epoll"),
+        ("sidecar+filter", "epoll"),
+    ] {
+        // Gzip, as Prometheus asks on every scrape, then plain.
+        expected.extend([(path, driver, "gzip"), (path, driver, "plain")]);
+    }
+    assert_eq!(names, expected, "{table}");
     for row in &rows {
-        assert_eq!(row.len(), 12, "{table}");
-        for value in &row[2..5] {
+        assert_eq!(row.len(), 14, "{table}");
+        for value in &row[3..5] {
             let ms: f64 = value
                 .parse()
                 .unwrap_or_else(|_| panic!("{value}:\n{table}"));
@@ -78,14 +87,22 @@ fn the_harness_runs_and_reports() {
         table.contains("targets (DESIGN.md section 8), sidecar epoll:"),
         "{table}"
     );
-    assert!(table.contains("added latency p99 <= 0.5 ms"), "{table}");
+    for target in [
+        "CPU per plain scrape <= 1.25x forward's",
+        "CPU per gzip scrape <= 1.3x a plain one's",
+        "Pod CPU per scrape < direct's",
+        "added p50 <= 0.2x direct p50",
+        "start-up <= 20 ms",
+    ] {
+        assert!(table.contains(target), "{target}:\n{table}");
+    }
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["settings"]["payload_bytes"], 50 * 1024);
     let paths = report["paths"].as_array().unwrap();
-    assert_eq!(paths.len(), 3);
-    for path in &paths[1..] {
+    assert_eq!(paths.len(), 8);
+    for path in &paths[2..] {
         assert!(path["p99_ms"].as_f64().unwrap() > 0.0);
         assert!(path["throughput_rps"].as_f64().unwrap() > 0.0);
         assert!(path["throughput_ratio"].as_f64().unwrap() > 0.0);
@@ -96,14 +113,28 @@ fn the_harness_runs_and_reports() {
         assert!(anon > 0.0 && anon <= path["rss_idle_mib"].as_f64().unwrap());
         // CPU time comes in clock ticks: a tiny run may see none.
         assert!(path["cpu_us_per_scrape"].as_f64().unwrap() >= 0.0);
+        // The engine's CPU meanwhile, for the Pod's.
+        assert!(path["engine_cpu_us_per_scrape"].as_f64().unwrap() >= 0.0);
+        assert!(path["pod_cpu_us_per_scrape"].as_f64().unwrap() >= 0.0);
     }
     assert!(paths[0]["added_p50_ms"].is_null());
+    assert!(paths[1]["added_p50_ms"].is_null());
+    let startup = &report["startup"];
+    assert_eq!(startup["runs"], 3);
+    assert!(startup["p50_ms"].as_f64().unwrap() > 0.0);
+    let phases = startup["phases_p50_ms"].as_array().unwrap();
+    assert!(phases.iter().any(|p| p[0] == "kv_bridge"), "{phases:?}");
 
     // The picture: well-formed SVG, a latency curve per path and every
     // path named.
     let svg = std::fs::read_to_string(&plot).unwrap();
     let texts = svg_texts(&svg);
-    for name in ["direct", "sidecar epoll", "sidecar+filter epoll"] {
+    for name in [
+        "direct gzip",
+        "forward epoll plain",
+        "sidecar epoll gzip",
+        "sidecar+filter epoll plain",
+    ] {
         assert!(texts.iter().any(|t| t == name), "{name} not in {texts:?}");
     }
     for caption in [
@@ -113,7 +144,7 @@ fn the_harness_runs_and_reports() {
     ] {
         assert!(texts.iter().any(|t| t.starts_with(caption)), "{texts:?}");
     }
-    assert!(svg.matches("<polyline").count() >= 3, "{svg}");
+    assert!(svg.matches("<polyline").count() >= 8, "{svg}");
 }
 
 /// The text of every `<text>` element of `svg`, after checking that the
@@ -175,6 +206,7 @@ fn the_harness_compares_another_sidecar() {
             "0.3",
         ])
         .args(["--drivers", "epoll", "--workers", "1", "--json", "-"])
+        .args(["--encodings", "gzip", "--startup-runs", "0"])
         .output_tied();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -192,8 +224,8 @@ fn the_harness_compares_another_sidecar() {
     let report: serde_json::Value = serde_json::from_str(json).unwrap();
     let paths = report["paths"].as_array().unwrap();
     let names: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
-    assert_eq!(names, ["direct", "sidecar", "target"]);
-    let target = &paths[2];
+    assert_eq!(names, ["direct", "forward", "sidecar", "target"]);
+    let target = &paths[3];
     assert!(target["driver"].is_null());
     assert_eq!(target["errors"], 0);
     assert!(target["requests"].as_u64().unwrap() > 0);
@@ -201,4 +233,49 @@ fn the_harness_compares_another_sidecar() {
     assert!(target["rss_peak_mib"].as_f64().unwrap() > 1.0);
     // The engine is not the harness's child: no process figures for it.
     assert!(paths[0]["rss_peak_mib"].is_null());
+}
+
+/// Against the real `prometheus_client` (its ASGI app under uvicorn, as
+/// vLLM and SGLang serve their metrics) the harness reports the Pod's CPU
+/// per scrape: the engine's share direct and through the sidecar, and the
+/// sidecar's.
+#[test]
+fn the_harness_measures_the_pods_cpu_against_prometheus_client() {
+    let output = Command::new(BIN)
+        .args(["bench", "--prometheus-client", "--size", "50k"])
+        .args(["--rate", "40", "--connections", "1"])
+        .args(["--duration", "0.5", "--warmup", "0.2"])
+        .args(["--throughput-duration", "0", "--startup-runs", "0"])
+        .args(["--drivers", "epoll", "--encodings", "gzip", "--json", "-"])
+        .output_tied();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.starts_with("prometheus_client serving simulated"),
+        "{text}"
+    );
+    let json = &text[text
+        .find("\n{")
+        .unwrap_or_else(|| panic!("no JSON:\n{text}"))..];
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    let paths = report["paths"].as_array().unwrap();
+    let direct = &paths[0];
+    assert_eq!(direct["path"], "direct");
+    assert_eq!(direct["errors"], 0);
+    // The engine is a Python process doing real work: its CPU is seen.
+    assert!(
+        direct["engine_cpu_us_per_scrape"].as_f64().unwrap() > 0.0,
+        "{text}"
+    );
+    let sidecar = paths.iter().find(|p| p["path"] == "sidecar").unwrap();
+    assert_eq!(sidecar["errors"], 0);
+    let pod = sidecar["pod_cpu_us_per_scrape"].as_f64().unwrap();
+    let shares = sidecar["engine_cpu_us_per_scrape"].as_f64().unwrap()
+        + sidecar["cpu_us_per_scrape"].as_f64().unwrap();
+    assert!((pod - shares).abs() < 1e-6, "{text}");
+    assert!(sidecar["pod_cpu_over_direct"].is_number(), "{text}");
 }

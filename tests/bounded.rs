@@ -241,10 +241,11 @@ fn a_filter_adds_one_thread_however_many_cpus_compiled_it() {
             parked == before
         });
         assert_eq!(get(sidecar.addr, "/metrics").status, 200);
-        assert!(
-            wakeups() > parked,
-            "the scrape's filter call woke the clock"
-        );
+        // The call unparks the clock; on a busy machine its thread may
+        // run (and park again, which is what is counted) a little later.
+        eventually("the scrape's filter call woke the clock", || {
+            wakeups() > parked
+        });
     }
 }
 

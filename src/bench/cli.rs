@@ -66,9 +66,15 @@ pub struct BenchArgs {
     /// Sidecars started to measure exec to the first /health 200 (KV bridge on); 0 skips it.
     #[arg(long, default_value_t = 20)]
     pub startup_runs: usize,
-    /// Ask for gzip, as Prometheus does.
-    #[arg(long)]
-    pub gzip: bool,
+    /// Encodings to ask for, each path measured with each: gzip as Prometheus asks on every scrape, plain (identity) as the floor.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "gzip,plain")]
+    pub encodings: Vec<Encoding>,
+    /// Serve the simulated payload through the real prometheus_client library (Python, as vLLM and SGLang do) and measure that engine.
+    #[arg(long, conflicts_with = "engine_url")]
+    pub prometheus_client: bool,
+    /// The process id of the engine at --engine-url, for its CPU per scrape (the Pod's CPU).
+    #[arg(long, value_name = "PID", requires = "engine_url")]
+    pub engine_pid: Option<u32>,
     /// A /v1/download_model body to start on each sidecar before measuring it (forced async).
     #[arg(long, value_name = "JSON")]
     pub during_download: Option<String>,
@@ -99,6 +105,25 @@ mod tests {
         assert_eq!(parse_rate("100"), Ok(100.0));
         for bad in ["0", "-1", "x", "2e6"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+/// What a scrape asks the server to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encoding {
+    /// `Accept-Encoding: gzip`, as Prometheus sends on every scrape.
+    Gzip,
+    /// No `Accept-Encoding`: the body as it is.
+    Plain,
+}
+
+impl Encoding {
+    /// Its name in the table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Gzip => "gzip",
+            Encoding::Plain => "plain",
         }
     }
 }

@@ -58,7 +58,13 @@ pub fn quantile(values: &[u64], q: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// How to request the URL.
+/// The `Accept` header Prometheus 3 sends with its default scrape
+/// protocols (OpenMetrics first, the classic text format last).
+pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+/// How to request the URL: with the headers Prometheus sends.
 #[derive(Clone, Debug)]
 pub struct Target {
     /// The URL (plain HTTP).
@@ -75,7 +81,8 @@ impl Target {
             ""
         };
         format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: matrixinfer-bench\r\nAccept: text/plain\r\n{encoding}\r\n",
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: Prometheus/3.5.0\r\nAccept: {PROMETHEUS_ACCEPT}\r\n\
+             {encoding}X-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n",
             self.url.target,
             self.url.host_header()
         )

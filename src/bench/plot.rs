@@ -31,11 +31,11 @@ const COLORS: [RGBColor; 6] = [
 /// The percentile axis ends at p99.9: three nines.
 const NINES: f64 = 3.0;
 
-/// A path as the pictures name it: `sidecar epoll`, `direct`, …
+/// A path as the pictures name it: `sidecar epoll gzip`, `direct plain`, …
 pub fn label(path: &PathReport) -> String {
     match &path.driver {
-        Some(driver) => format!("{} {driver}", path.path),
-        None => path.path.clone(),
+        Some(driver) => format!("{} {driver} {}", path.path, path.encoding),
+        None => format!("{} {}", path.path, path.encoding),
     }
 }
 
