@@ -10,13 +10,16 @@
 //! metrics follow.
 //! Nothing holds the whole payload: memory per scrape is a few buffers
 //! (but under `--filter-on-error fail`, where the response is held until
-//! the filters have run, so that a failure can still be a 502).
+//! the filters have run, so that a failure can still be a 502), and a
+//! worker runs at most [`MAX_SCRAPES`] scrapes at once: the rest wait for
+//! one to end, so memory stays bounded however many clients scrape at once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+use event_listener::Event;
 use http::StatusCode;
 
 use crate::errors;
@@ -33,8 +36,13 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Response bytes gathered before a write to the client.
 const FLUSH_AT: usize = 32 * 1024;
-/// Scratch sets kept per worker between scrapes.
-const MAX_IDLE_SCRATCH: usize = 4;
+/// Scrapes a worker runs at once. A scrape is CPU work on the worker's
+/// one thread, so more at once add memory (a scratch set and a deflate
+/// state each, up to a few MB for a 1 MB payload), not speed.
+pub const MAX_SCRAPES: usize = 4;
+/// Scratch sets kept per worker between scrapes: one per scrape that may
+/// run at once.
+const MAX_IDLE_SCRATCH: usize = MAX_SCRAPES;
 
 /// One worker's metrics path: its engine client, filter instances and the
 /// buffers scrapes reuse.
@@ -48,6 +56,10 @@ pub struct MetricsPath {
     worker: usize,
     table: &'static [StandardName],
     scratch: RefCell<Vec<Scratch>>,
+    /// Scrapes running on this worker, and what wakes one waiting for a
+    /// turn.
+    running: Cell<usize>,
+    turn: Event,
 }
 
 /// Buffers and state one scrape works in, reused by the next.
@@ -83,6 +95,8 @@ impl MetricsPath {
             worker,
             table,
             scratch: RefCell::new(Vec::new()),
+            running: Cell::new(0),
+            turn: Event::new(),
         }
     }
 
@@ -108,8 +122,27 @@ impl MetricsPath {
         }
     }
 
+    /// Waits until fewer than [`MAX_SCRAPES`] scrapes run here.
+    async fn turn(&self) -> Turn<'_> {
+        loop {
+            if self.running.get() < MAX_SCRAPES {
+                self.running.set(self.running.get() + 1);
+                return Turn(self);
+            }
+            let listener = self.turn.listen();
+            // One worker thread: nothing ends a scrape between the check
+            // and `listen`, but a wake-up may have been given to a waiter
+            // that has since gone (its client closed); look again.
+            if self.running.get() < MAX_SCRAPES {
+                continue;
+            }
+            listener.await;
+        }
+    }
+
     /// Serves one scrape.
     pub async fn serve(&self, req: &Request, res: &mut Responder<'_>) -> io::Result<()> {
+        let _turn = self.turn().await;
         let started = Instant::now();
         let mut scratch = self.take_scratch();
         let (outcome, result) = scrape(self, req, res, &mut scratch).await;
@@ -118,6 +151,16 @@ impl MetricsPath {
         self.put_scratch(scratch);
         self.worker_stats().scrape(outcome, started.elapsed());
         result
+    }
+}
+
+/// A running scrape's place; the next waiting scrape gets it on drop.
+struct Turn<'a>(&'a MetricsPath);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.running.set(self.0.running.get() - 1);
+        self.0.turn.notify_additional(1);
     }
 }
 

@@ -1,0 +1,116 @@
+//! What gzip costs per scrape, and what it saves: CPU time and compressed
+//! bytes of the simulated engine's vLLM payloads (~114 KB and ~1 MB)
+//! through each candidate compressor and level:
+//!
+//! - zlib-rs through flate2 (the sidecar's, streaming, level 1 today),
+//!   at levels 1, 2, 4 and 6;
+//! - libdeflate (whole buffers only: streaming would mean one gzip member
+//!   per chunk), at levels 1, 4 and 6;
+//! - the sidecar's own encoder ([`GzipEncoder`]) fed in 32 KiB pieces as
+//!   the relabeler feeds it.
+//!
+//! The sizes are printed once per payload before the timings:
+//! `gzip-size <payload> <compressor> <bytes>`.
+//!
+//! Run: `cargo bench --bench gzip`
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flate2::{Compress, Compression, FlushCompress};
+use matrixinfer_runtime::http::gzip::GzipEncoder;
+use sim::payload::{Flavor, Payload, PayloadSpec};
+
+fn payloads() -> Vec<(&'static str, Vec<u8>)> {
+    [("114KB", 114 * 1024), ("1MB", 1024 * 1024)]
+        .into_iter()
+        .map(|(label, size)| {
+            let spec = PayloadSpec {
+                flavor: Flavor::VllmV1,
+                target_bytes: size,
+                multiprocess: false,
+                model: "meta-llama/Llama-3.1-8B-Instruct".into(),
+                seed: 7,
+            };
+            let mut body = Vec::new();
+            Payload::new(spec).render(&mut body);
+            (label, body)
+        })
+        .collect()
+}
+
+fn zlib_rs(input: &[u8], level: u32, out: &mut Vec<u8>) -> usize {
+    let mut deflate = Compress::new_gzip(Compression::new(level), 15);
+    out.clear();
+    out.reserve(input.len() / 2 + 1024);
+    loop {
+        let before = deflate.total_in() as usize;
+        let status = deflate
+            .compress_vec(&input[before..], out, FlushCompress::Finish)
+            .unwrap();
+        if status == flate2::Status::StreamEnd {
+            return out.len();
+        }
+        out.reserve(64 * 1024);
+    }
+}
+
+fn libdeflate(input: &[u8], compressor: &mut libdeflater::Compressor, out: &mut Vec<u8>) -> usize {
+    out.resize(compressor.gzip_compress_bound(input.len()), 0);
+    compressor.gzip_compress(input, out).unwrap()
+}
+
+fn ours(input: &[u8], encoder: &mut GzipEncoder, out: &mut Vec<u8>) -> usize {
+    encoder.reset();
+    out.clear();
+    for piece in input.chunks(32 * 1024) {
+        encoder.encode(piece, out).unwrap();
+    }
+    encoder.finish(out).unwrap();
+    out.len()
+}
+
+fn gzip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gzip");
+    let mut out = Vec::new();
+    for (label, payload) in payloads() {
+        group.throughput(Throughput::Bytes(payload.len() as u64));
+        println!("gzip-size {label} plain {}", payload.len());
+        for level in [1, 2, 4, 6] {
+            let name = format!("zlib-rs-{level}");
+            println!(
+                "gzip-size {label} {name} {}",
+                zlib_rs(&payload, level, &mut out)
+            );
+            group.bench_with_input(BenchmarkId::new(name, label), &payload, |b, p| {
+                b.iter(|| zlib_rs(black_box(p), level, &mut out))
+            });
+        }
+        for level in [1, 4, 6] {
+            let name = format!("libdeflate-{level}");
+            let mut compressor =
+                libdeflater::Compressor::new(libdeflater::CompressionLvl::new(level).unwrap());
+            println!(
+                "gzip-size {label} {name} {}",
+                libdeflate(&payload, &mut compressor, &mut out)
+            );
+            group.bench_with_input(BenchmarkId::new(name, label), &payload, |b, p| {
+                b.iter(|| libdeflate(black_box(p), &mut compressor, &mut out))
+            });
+        }
+        let mut encoder = GzipEncoder::default();
+        println!(
+            "gzip-size {label} sidecar {}",
+            ours(&payload, &mut encoder, &mut out)
+        );
+        group.bench_with_input(
+            BenchmarkId::new("sidecar-encoder", label),
+            &payload,
+            |b, p| b.iter(|| ours(black_box(p), &mut encoder, &mut out)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gzip);
+criterion_main!(benches);
