@@ -445,6 +445,27 @@ impl Read for Response<'_> {
             let Some(conn) = self.conn.as_mut() else {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             };
+            // Nothing buffered and no framing to remove: from the socket
+            // straight into `out`, a read as large as the caller's buffer
+            // and no copy through the connection's.
+            if conn.buf.is_empty()
+                && let Some(left) = self.body.passthrough()
+            {
+                let want = left.min(out.len() as u64) as usize;
+                let n = conn.stream.read(&mut out[..want])?;
+                if n == 0 {
+                    self.conn = None;
+                    self.body
+                        .end_of_stream()
+                        .map_err(|e| io::Error::new(io::ErrorKind::UnexpectedEof, e))?;
+                    return Ok(0);
+                }
+                self.body.passed(n);
+                if self.body.is_done() {
+                    self.release();
+                }
+                return Ok(n);
+            }
             if conn.buf.is_empty() && !Self::fill(conn)? {
                 self.conn = None;
                 self.body

@@ -302,6 +302,30 @@ impl BodyDecoder {
         Ok(used)
     }
 
+    /// How many bytes may go from the connection straight to the reader,
+    /// no framing to remove: the rest of a body framed by its length, or
+    /// any number of a body that ends with the connection (`u64::MAX`).
+    /// `None` for a chunked body, and for one that is complete.
+    pub fn passthrough(&self) -> Option<u64> {
+        match self.state {
+            BodyState::Length(remaining) => Some(remaining),
+            BodyState::UntilClose => Some(u64::MAX),
+            BodyState::Chunked(_) | BodyState::Done => None,
+        }
+    }
+
+    /// Counts `n` bytes read straight from the connection, at most what
+    /// [`BodyDecoder::passthrough`] allowed.
+    pub fn passed(&mut self, n: usize) {
+        if let BodyState::Length(remaining) = &mut self.state {
+            debug_assert!(n as u64 <= *remaining, "read past the body");
+            *remaining = remaining.saturating_sub(n as u64);
+            if *remaining == 0 {
+                self.state = BodyState::Done;
+            }
+        }
+    }
+
     /// The connection ended: fine for a close-delimited body (which is
     /// then complete), a truncation for any other unfinished one.
     pub fn end_of_stream(&mut self) -> Result<(), BodyError> {
@@ -467,6 +491,24 @@ mod tests {
             let (out, used, done) = decode_all(Framing::UntilClose, b"all of it", piece);
             assert_eq!((out.as_slice(), used, done), (&b"all of it"[..], 9, false));
         }
+    }
+
+    #[test]
+    fn passthrough() {
+        let mut body = BodyDecoder::new(Framing::Length(5));
+        assert_eq!(body.passthrough(), Some(5));
+        body.passed(3);
+        assert_eq!((body.passthrough(), body.is_done()), (Some(2), false));
+        body.passed(2);
+        assert_eq!((body.passthrough(), body.is_done()), (None, true));
+        let mut body = BodyDecoder::new(Framing::UntilClose);
+        body.passed(1000);
+        assert_eq!(
+            (body.passthrough(), body.is_done()),
+            (Some(u64::MAX), false)
+        );
+        assert_eq!(BodyDecoder::new(Framing::Chunked).passthrough(), None);
+        assert_eq!(BodyDecoder::new(Framing::Empty).passthrough(), None);
     }
 
     #[test]
