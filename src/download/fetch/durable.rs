@@ -11,8 +11,12 @@
 //! After a sync, the bytes both synced and hashed are of no more use to
 //! the download: `posix_fadvise(DONTNEED)` lets their page cache go, so a
 //! model many times the container's memory limit does not sit in it
-//! (page cache counts against the limit). Bytes not hashed yet stay, to be
-//! read back from memory rather than from the disk.
+//! (page cache counts against the limit), part by part: a part goes once
+//! it is both hashed and covered by a sync, at that sync or as soon as
+//! the digest reaches it, whichever comes last (parts that finished ahead
+//! of the digest's front were usually synced long before it reaches
+//! them). Bytes not hashed yet stay, to be read back from memory rather
+//! than from the disk.
 
 use std::num::NonZeroU64;
 use std::ops::Range;
@@ -72,8 +76,8 @@ impl FileState {
     /// One sync for the finished parts of `batch`, then their journal
     /// lines; then what is both synced and hashed leaves the page cache.
     fn sync_parts(&self, batch: &Unsynced, progress: &Progress) -> Result<(), DownloadError> {
-        // Every byte hashed so far was written before this sync starts.
-        let hashed = self.prefix.hashed_to();
+        // What is written now, this sync covers.
+        let written = self.prefix.written();
         self.handle
             .sync_data()
             .map_err(|e| DownloadError::local("cannot flush", &self.temp, e))?;
@@ -88,8 +92,12 @@ impl FileState {
                 journal::record(journal, part, &self.journal_path);
             }
         }
-        match hashed {
-            Some(hashed) => self.let_go_up_to(hashed),
+        match written {
+            Some(written) => self
+                .prefix
+                .synced(&written)
+                .into_iter()
+                .for_each(|range| self.let_go(range)),
             // Nothing to hash: synced is enough.
             None => batch
                 .parts
@@ -117,16 +125,6 @@ impl FileState {
             tracing::warn!(file = %self.file.rel, error = %crate::errors::chain(&e), "finished parts not recorded; the next run fetches them again");
         }
         self.let_go(0..self.file.size);
-    }
-
-    /// Lets the page cache of the file's first `end` bytes go.
-    fn let_go_up_to(&self, end: u64) {
-        // Only whole pages go; the one `end` falls in goes next time.
-        let end = end - end % rustix::param::page_size() as u64;
-        let start = self.dropped_to.fetch_max(end, Relaxed);
-        if start < end {
-            self.let_go(start..end);
-        }
     }
 
     /// Tells the kernel the download needs `range` of the temporary file

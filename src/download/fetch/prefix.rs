@@ -28,6 +28,13 @@
 //!   with its next chunk. A finished part has no writer; anyone may read
 //!   it back. The lock is released between read-back buffers, so the
 //!   other parts of the file wait for one buffer's hashing at most.
+//!
+//! It also knows which written bytes a sync has covered (`durable`), so
+//! that a part both hashed and on disk can leave the page cache as soon
+//! as the digest has it, whatever the parts before it: parts that
+//! finished ahead of the front were usually synced long before the digest
+//! reaches them, while the front part, the last to finish, is synced
+//! last.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -62,6 +69,13 @@ struct State {
     /// yet) to its end (complete). Bytes of part `p` at or past
     /// `written_to[p]` are not hashed.
     written_to: Vec<u64>,
+    /// Per part, where the bytes a sync has covered end (at most
+    /// `written_to`).
+    durable: Vec<u64>,
+    /// Per part, whether its page cache has been let go.
+    released: Vec<bool>,
+    /// Parts before this one have all been let go.
+    first_kept: usize,
 }
 
 impl Prefix {
@@ -70,15 +84,19 @@ impl Prefix {
     /// when there is nothing to compute.
     pub(super) fn new(parts: &[Range<u64>], on_disk: &[bool], hasher: Option<Hasher>) -> Prefix {
         let state = hasher.map(|hasher| {
-            let written_to = parts
+            let written_to: Vec<u64> = parts
                 .iter()
                 .zip(on_disk)
                 .map(|(r, &done)| if done { r.end } else { r.start })
                 .collect();
+            // Parts on disk were synced before they were recorded.
             Mutex::new(State {
                 hasher: Some(hasher),
                 hashed_to: 0,
+                durable: written_to.clone(),
                 written_to,
+                released: vec![false; parts.len()],
+                first_kept: 0,
             })
         });
         Prefix {
@@ -87,16 +105,36 @@ impl Prefix {
         }
     }
 
-    /// How far the digest has got, or `None` when there is none.
-    pub(super) fn hashed_to(&self) -> Option<u64> {
-        self.state
-            .as_ref()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).hashed_to)
+    /// Where each part's written bytes end now, for a sync about to
+    /// start; `None` when there is no digest.
+    pub(super) fn written(&self) -> Option<Vec<u64>> {
+        self.state.as_ref().map(|s| {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .written_to
+                .clone()
+        })
+    }
+
+    /// A sync that started after [`Prefix::written`] returned `written`
+    /// has completed: those bytes are on disk. Returns the parts now both
+    /// hashed and on disk, not let go before: their page cache is of no
+    /// more use.
+    pub(super) fn synced(&self, written: &[u64]) -> Vec<Range<u64>> {
+        let Some(state) = &self.state else {
+            return Vec::new();
+        };
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        for (durable, &w) in s.durable.iter_mut().zip(written) {
+            *durable = (*durable).max(w);
+        }
+        s.release(&self.parts)
     }
 
     /// Takes `chunk`, just written at `at` in `part`, into the digest: from
     /// memory at the front, otherwise later, by read-back; with it, what
-    /// of the file before and after it can be hashed now.
+    /// of the file before and after it can be hashed now. Returns the
+    /// parts now both hashed and on disk, as [`Prefix::synced`] does.
     pub(super) fn wrote(
         &self,
         part: usize,
@@ -105,9 +143,9 @@ impl Prefix {
         read: ReadBack<'_>,
         progress: &Progress,
         cancel: &AtomicBool,
-    ) -> Result<(), DownloadError> {
+    ) -> Result<Vec<Range<u64>>, DownloadError> {
         let Some(state) = &self.state else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let guard = state.lock().unwrap_or_else(|e| e.into_inner());
         let mut guard = self.advance(state, guard, Some(part), read, progress, cancel)?;
@@ -126,7 +164,7 @@ impl Prefix {
         // The chunk completed its part at the front: the parts after it
         // that finished first.
         self.advance(state, guard, Some(part), read, progress, cancel)
-            .map(drop)
+            .map(|mut s| s.release(&self.parts))
     }
 
     /// The digest of the whole file, once every part is on disk: what is
@@ -198,5 +236,31 @@ impl Prefix {
             drop(guard);
             guard = state.lock().unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+impl State {
+    /// Marks the parts both hashed and on disk as let go and returns them
+    /// (adjacent ones joined). Looks at the parts from the first kept to
+    /// the digest's front: a few, those that finished since it passed.
+    fn release(&mut self, parts: &[Range<u64>]) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (p, range) in parts.iter().enumerate().skip(self.first_kept) {
+            if range.end > self.hashed_to {
+                break;
+            }
+            if self.released[p] || self.durable[p] < range.end {
+                continue;
+            }
+            self.released[p] = true;
+            match out.last_mut() {
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => out.push(range.clone()),
+            }
+        }
+        while self.released.get(self.first_kept) == Some(&true) {
+            self.first_kept += 1;
+        }
+        out
     }
 }

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::durable::Unsynced;
@@ -39,8 +39,6 @@ pub(super) struct FileState {
     pub(super) journal: Mutex<Option<File>>,
     /// Finished parts no sync covers yet, hence not in the journal.
     pub(super) unsynced: Mutex<Unsynced>,
-    /// The page cache of `0..dropped_to` has been let go.
-    pub(super) dropped_to: AtomicU64,
     /// The digest, computed as bytes arrive.
     pub(super) prefix: Prefix,
 }
@@ -121,7 +119,6 @@ impl FileState {
             done,
             journal: Mutex::new(journal),
             unsynced: Mutex::default(),
-            dropped_to: AtomicU64::new(0),
             prefix,
             file,
         })
@@ -162,7 +159,8 @@ impl FileState {
                 self.handle.write_all_at(chunk, at).map_err(|e| {
                     FetchError::Fatal(DownloadError::local("cannot write", &self.temp, e))
                 })?;
-                self.prefix
+                let let_go = self
+                    .prefix
                     .wrote(
                         part,
                         at,
@@ -172,6 +170,9 @@ impl FileState {
                         cancel,
                     )
                     .map_err(FetchError::Fatal)?;
+                for range in let_go {
+                    self.let_go(range);
+                }
                 offset.set(at + chunk.len() as u64);
                 progress.bytes_done.fetch_add(chunk.len() as u64, Relaxed);
                 progress

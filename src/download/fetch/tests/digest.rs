@@ -201,3 +201,50 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
         self.clone()
     }
 }
+
+#[test]
+fn parts_hashed_and_synced_are_let_go_whatever_the_parts_before() {
+    use super::super::prefix::Prefix;
+    let parts = [0..10, 10..20, 20..30];
+    let file: Vec<u8> = (0..30).collect();
+    let read = |buf: &mut [u8], at: u64| {
+        buf.copy_from_slice(&file[at as usize..at as usize + buf.len()]);
+        Ok(())
+    };
+    let (progress, cancel) = (Progress::default(), AtomicBool::new(false));
+    // Part 1 was on disk already (and synced); parts 0 and 2 come now.
+    let prefix = Prefix::new(
+        &parts,
+        &[false, true, false],
+        Expect::Md5([0; 16]).hasher(30),
+    );
+    // The ranges let go, as (start, end).
+    let spans = |ranges: Vec<Range<u64>>| -> Vec<(u64, u64)> {
+        ranges.into_iter().map(|r| (r.start, r.end)).collect()
+    };
+    let wrote = |part, at: u64, end: u64| {
+        let chunk = &file[at as usize..end as usize];
+        spans(
+            prefix
+                .wrote(part, at, chunk, &read, &progress, &cancel)
+                .unwrap(),
+        )
+    };
+    let synced = |written: &[u64]| spans(prefix.synced(written));
+    // Nothing hashed: part 0 has no bytes yet.
+    assert_eq!(wrote(2, 20, 25), []);
+    let before_part_0 = prefix.written().unwrap();
+    assert_eq!(before_part_0, [0, 20, 25]);
+    // Hashed to 20 (part 0 from memory, part 1 read back): part 1, on
+    // disk, goes although part 0 does not.
+    assert_eq!(wrote(0, 0, 10), [(10, 20)]);
+    // A sync that started before part 0 was written does not cover it.
+    assert_eq!(synced(&before_part_0), []);
+    assert_eq!(synced(&prefix.written().unwrap()), [(0, 10)]);
+    // Part 2 is hashed, but not all of it on disk; then it is.
+    assert_eq!(wrote(2, 25, 30), []);
+    assert_eq!(synced(&prefix.written().unwrap()), [(20, 30)]);
+    assert_eq!(synced(&prefix.written().unwrap()), []);
+    // No digest: nothing to say.
+    assert_eq!(Prefix::new(&parts, &[false; 3], None).written(), None);
+}
