@@ -7,7 +7,7 @@
 //!
 //! - files already present and verified are skipped (a log of verified
 //!   files in the output directory saves re-hashing them);
-//! - large files are cut into 8–16 MiB parts; parts and small files share
+//! - large files are cut into 8 MiB parts; parts and small files share
 //!   one queue served by `max_workers` threads, so that many transfers are
 //!   in flight across the whole job and no more;
 //! - bytes go straight from the socket to their offset in a preallocated
@@ -63,12 +63,14 @@ use verified::VerifiedLog;
 
 /// Files above this size are fetched as parallel parts.
 pub const SPLIT_ABOVE: u64 = 16 * 1024 * 1024;
-/// Part size for files up to [`LARGE_FILE`].
+/// Part size. The page cache a file in flight holds is about
+/// `max_workers` parts (those being written, and those finished ahead of
+/// the digest's front): 64 MiB with the default 8 workers, half the
+/// memory limit the deploy example gives the sidecar. 16 MiB parts (the
+/// size files above 1 GiB had) were 0–7% faster with no limit, but kept
+/// a 4 GiB download in a 128 MiB cgroup at its limit 40–70% of the time
+/// (docs/benchmarks.md, "Downloads").
 pub const PART_SIZE: u64 = 8 * 1024 * 1024;
-/// Files above this size use [`LARGE_PART_SIZE`] (fewer requests).
-pub const LARGE_FILE: u64 = 1024 * 1024 * 1024;
-/// Part size for large files.
-pub const LARGE_PART_SIZE: u64 = 16 * 1024 * 1024;
 /// The log of verified files in an output directory.
 pub const VERIFIED_LOG: &str = ".matrixinfer-verified";
 /// Suffix of temporary files.

@@ -16,8 +16,7 @@ use std::time::Duration;
 use super::durable::Unsynced;
 use super::prefix::Prefix;
 use super::{
-    FetchError, LARGE_FILE, LARGE_PART_SIZE, Origin, PART_SIZE, PART_SUFFIX, Progress, RemoteFile,
-    SPLIT_ABOVE, journal,
+    FetchError, Origin, PART_SIZE, PART_SUFFIX, Progress, RemoteFile, SPLIT_ABOVE, journal,
 };
 use crate::download::error::DownloadError;
 use crate::net::RetryPolicy;
@@ -59,7 +58,7 @@ impl FileState {
         let temp = parent.join(format!(".{name}{PART_SUFFIX}"));
         let journal_path = parent.join(format!(".{name}{PART_SUFFIX}.journal"));
 
-        let part_size = part_size(file.size);
+        let part_size = part_size();
         let parts: Vec<Range<u64>> = if file.size > SPLIT_ABOVE {
             (0..file.size.div_ceil(part_size))
                 .map(|i| i * part_size..((i + 1) * part_size).min(file.size))
@@ -224,18 +223,16 @@ impl FileState {
     }
 }
 
-/// The part size for a file of `size` bytes: [`PART_SIZE`], or
-/// [`LARGE_PART_SIZE`] above [`LARGE_FILE`]. `MATRIXINFER_BENCH_PART_MIB`
-/// sets it for every file, for the part size table of
-/// `benches/download_vs_boto3.sh` only; it is no setting of the sidecar.
-fn part_size(size: u64) -> u64 {
+/// The part size: [`PART_SIZE`]. `MATRIXINFER_BENCH_PART_MIB` sets it,
+/// for the part size table of `benches/download_vs_boto3.sh` only; it is
+/// no setting of the sidecar.
+fn part_size() -> u64 {
     let bench = std::env::var("MATRIXINFER_BENCH_PART_MIB")
         .ok()
         .and_then(|mib| mib.parse::<u64>().ok())
         .filter(|mib| (1..=1024).contains(mib));
     match bench {
         Some(mib) => mib * 1024 * 1024,
-        None if size > LARGE_FILE => LARGE_PART_SIZE,
         None => PART_SIZE,
     }
 }
