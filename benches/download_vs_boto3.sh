@@ -41,6 +41,7 @@
 # Environment: BIG_MIB (1024), SMALL_COUNT (20), SMALL_MIB (20),
 # HF_SMALL_KIB (1024), WORKERS (8), RUNS (3), PORT (9190; the Hub uses
 # PORT+1 and PORT+2), CGROUP_GIB (4; 0 skips), CGROUP_LIMIT_MIB (128),
+# CGROUP_RUNS (2),
 # TUNE (0), TUNE_PARTS ("8 16 32"), TUNE_WORKERS ("4 8 16"), TUNE_RUNS (2),
 # S3_CHECKSUM (none: objects have an MD5 ETag only; or CRC32, SHA256, …:
 # uploaded with that checksum too, which the runtime checks instead of
@@ -63,6 +64,7 @@ runs=${RUNS:-3}
 port=${PORT:-9190}
 cgroup_gib=${CGROUP_GIB:-4}
 cgroup_limit_mib=${CGROUP_LIMIT_MIB:-128}
+cgroup_runs=${CGROUP_RUNS:-2}
 crc32=${S3_CRC32:-1}
 tune=${TUNE:-0}
 tune_parts=${TUNE_PARTS:-8 16 32}
@@ -357,6 +359,18 @@ cgroup_run() {
     local mib=$((cgroup_gib * 1024))
     "$PYTHON" "$work/py/upload.py" "$s3_endpoint" "$work/data" cgroup model "huge.bin:$mib"
     rm -f "$work/data/huge.bin"
+    local run
+    for run in $(seq "$cgroup_runs"); do
+        [ -n "$cgroup_dir" ] || make_cgroup
+        echo "cgroup run $run:"
+        cgroup_once "$mib" "$cur" "$peak" "$events"
+    done
+}
+
+# One download in a fresh cgroup ($cgroup_dir), reported, then the cgroup
+# removed.
+cgroup_once() { # MiB, usage file, peak file, events file
+    local mib=$1 cur=$2 peak=$3 events=$4
     cat "$work/s3/cgroup/model/huge.bin" >/dev/null 2>&1 || true
     sync
     local out=$work/out-cgroup
@@ -366,12 +380,18 @@ cgroup_run() {
         /usr/bin/time -f "%e %U %S %M" -o "$work/cgroup.time" \
         "$runtime" download --source s3://cgroup/model --output-dir "$out" --max-workers "$workers" \
         --config "$s3_config" >"$work/cgroup.log" 2>&1 &
-    local pid=$! last=0 high=0 usage samples=0 at_limit=0
+    local pid=$! last=0 high=0 usage
+    # Each sample: usage, page cache, dirty, under writeback, anonymous.
+    local stat_keys='$1 == "cache" {c = $2} $1 == "dirty" {d = $2} $1 == "writeback" {w = $2} $1 == "rss" {a = $2}'
+    [ "$cgroup_version" = 2 ] \
+        && stat_keys='$1 == "file" {c = $2} $1 == "file_dirty" {d = $2} $1 == "file_writeback" {w = $2} $1 == "anon" {a = $2}'
+    : >"$work/cgroup.samples"
     while kill -0 "$pid" 2>/dev/null; do
         usage=$(cat "$cgroup_dir/$cur")
-        last=$usage samples=$((samples + 1))
+        last=$usage
         [ "$usage" -gt "$high" ] && high=$usage
-        [ "$usage" -ge $((cgroup_limit_mib * 1024 * 1024 * 95 / 100)) ] && at_limit=$((at_limit + 1))
+        awk -v u="$usage" "$stat_keys END {print u, c + 0, d + 0, w + 0, a + 0}" "$cgroup_dir/memory.stat" \
+            >>"$work/cgroup.samples"
         sleep 0.1
     done
     local status=0
@@ -392,12 +412,24 @@ cgroup_run() {
         echo "memory.failcnt (charges that hit the limit and had to reclaim): $(cat "$cgroup_dir/memory.failcnt")"
     fi
     echo "OOM kills: ${oom:-0}; peak RSS ${rss_kib:-?} KiB"
-    echo "cgroup memory: peak $((peak_bytes / 1048576)) MiB; last sample before exit $((last / 1048576)) MiB" \
-        "(highest sample $((high / 1048576)) MiB, $at_limit of $samples samples at >= 95% of the limit);" \
+    echo "cgroup memory: peak $((peak_bytes / 1048576)) MiB; last sample before exit $((last / 1048576)) MiB;" \
         "after exit $((after / 1048576)) MiB"
-    grep -E '^(total_)?(cache|rss|dirty|writeback|inactive_file|active_file|file|anon|file_dirty|file_writeback) ' \
-        "$cgroup_dir/memory.stat" | tr '\n' ' '
-    echo
+    # What the charge was made of, sampled every 0.1 s while it ran.
+    "$PYTHON" - "$work/cgroup.samples" "$cgroup_limit_mib" <<'PY'
+import statistics, sys
+rows = [[int(v) / 1048576 for v in line.split()] for line in open(sys.argv[1]) if line.strip()]
+limit = float(sys.argv[2])
+if rows:
+    at = [r for r in rows if r[0] >= 0.95 * limit]
+    med = lambda i, rs: statistics.median(r[i] for r in rs)
+    print(f"{len(rows)} samples; median usage {med(0, rows):.0f} MiB: page cache {med(1, rows):.0f}"
+          f" (dirty {med(2, rows):.0f}, under writeback {med(3, rows):.0f}), anonymous {med(4, rows):.0f};"
+          f" {len(at)} samples at >= 95% of the limit", end="")
+    if at:
+        print(f", where page cache {med(1, at):.0f} MiB (dirty {med(2, at):.0f}, under writeback {med(3, at):.0f})")
+    else:
+        print()
+PY
     rm -rf "$out"
     # Page cache still charged to the cgroup goes with it: move it up.
     echo 0 >"$cgroup_dir/memory.force_empty" 2>/dev/null || true
