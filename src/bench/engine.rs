@@ -95,6 +95,8 @@ pub fn start(args: &BenchArgs) -> Result<Engine, BoxError> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     BufReader::new(stdout).read_line(&mut line)?;
     let child = Killed(child);
+    // Read at start (the script and the payload): nothing to leave behind.
+    let _ = std::fs::remove_dir_all(&dir);
     let port: u16 = line
         .strip_prefix("listening ")
         .and_then(|p| p.trim().parse().ok())
