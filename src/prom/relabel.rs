@@ -18,6 +18,7 @@
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
+use std::ops::Range;
 
 use super::line::{Line, MetricType, classify, classify_head, labels_end, sample_of};
 use super::name_hash::{Prehashed, name_hash};
@@ -27,6 +28,13 @@ use super::standard::{self, StandardName};
 /// Default cap on one standard family's copy; a source family larger than
 /// this is not copied in that scrape (its original lines still are).
 pub const DEFAULT_MAX_COPY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The longest run of lines written in one piece. Uncapped, a run was a
+/// whole family (hundreds of KB for a large histogram), copied long after
+/// its lines were read and out of the cache: the 1 MB payload relabeled
+/// 7% slower than line by line. Capped, 100 KB payloads relabel 8-12%
+/// faster than line by line and 1 MB ones as fast (`relabel` benchmark).
+const MAX_RUN: usize = 16 * 1024;
 
 /// Streams one exposition through the standardization rules.
 ///
@@ -47,6 +55,12 @@ struct State {
     copies: Vec<Copy>,
     /// Which copy buffer the rest of a long line goes to, if any.
     long_copy: Option<(usize, Part)>,
+    /// Lines of the chunk being fed that go out as they came, not written
+    /// yet: a range of the chunk, written in one piece when a line breaks
+    /// the run (another family, a held `# EOF`, a line not in the chunk)
+    /// or the chunk ends. A line is passed on as a slice of the chunk,
+    /// never copied alone.
+    run: Range<usize>,
     /// A `# EOF` line, held back so that it stays the last line.
     eof: Vec<u8>,
     /// Whether the output so far ends at a line boundary.
@@ -150,6 +164,7 @@ impl Relabeler {
                 family: Family::default(),
                 copies: table.iter().map(|_| Copy::default()).collect(),
                 long_copy: None,
+                run: 0..0,
                 eof: Vec::new(),
                 at_line_start: true,
                 max_copy_bytes: DEFAULT_MAX_COPY_BYTES,
@@ -177,6 +192,7 @@ impl Relabeler {
             copy.clear();
         }
         s.long_copy = None;
+        s.run = 0..0;
         s.eof.clear();
         s.at_line_start = true;
         s.dropped_copies = 0;
@@ -186,7 +202,9 @@ impl Relabeler {
     /// completes are written to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut impl FamilySink) {
         let state = &mut self.state;
-        self.scanner.feed(chunk, |piece| state.piece(piece, out));
+        self.scanner
+            .feed(chunk, |piece| state.piece(piece, chunk, out));
+        state.flush(chunk, out);
     }
 
     /// Ends the body: writes any unterminated last line, the standardized
@@ -205,7 +223,8 @@ impl Relabeler {
     /// [`close`]: Relabeler::close
     pub fn finish_body(&mut self, out: &mut impl FamilySink) {
         let state = &mut self.state;
-        self.scanner.finish(|piece| state.piece(piece, out));
+        // The unterminated last line is the scanner's, in no chunk.
+        self.scanner.finish(|piece| state.piece(piece, &[], out));
         if !state.at_line_start {
             out.output().push(b'\n');
             state.at_line_start = true;
@@ -261,20 +280,27 @@ pub fn relabel_all(table: &'static [StandardName], input: &[u8]) -> Vec<u8> {
 // === impl State ===
 
 impl State {
-    fn piece(&mut self, piece: Piece<'_>, out: &mut impl FamilySink) {
+    /// Takes one piece of `chunk` (or of the scanner's own buffer).
+    fn piece(&mut self, piece: Piece<'_>, chunk: &[u8], out: &mut impl FamilySink) {
         match piece {
             Piece::Line(line) => {
                 let content = line.strip_suffix(b"\n").unwrap_or(line);
                 if let Some(name_end) = self.continues_family(content) {
                     // The common case, kept short: one more sample of the
                     // current family.
-                    self.release_eof(out);
-                    self.write(line, out);
+                    if !self.eof.is_empty() {
+                        self.flush(chunk, out);
+                        self.release_eof(out);
+                    }
+                    self.pass(line, chunk, out);
                     if self.family.target.is_some() {
                         self.copy_sample(content, line, 0, name_end, true);
                     }
                     return;
                 }
+                // What follows may start a family or write out of turn:
+                // the run so far goes first.
+                self.flush(chunk, out);
                 let kind = classify(content);
                 if kind == Line::Eof {
                     self.release_eof(out);
@@ -283,14 +309,16 @@ impl State {
                 }
                 self.release_eof(out);
                 self.apply(content, line, kind, true, out);
-                self.write(line, out);
+                self.pass(line, chunk, out);
             }
             Piece::Head(head) => {
+                self.flush(chunk, out);
                 self.release_eof(out);
                 self.apply(head, head, classify_head(head), false, out);
                 self.write(head, out);
             }
             Piece::Tail { bytes, end } => {
+                self.flush(chunk, out);
                 self.write(bytes, out);
                 if let Some((slot, part)) = self.long_copy {
                     let copy = &mut self.copies[slot];
@@ -305,6 +333,39 @@ impl State {
                     self.long_copy = None;
                 }
             }
+        }
+    }
+
+    /// Passes `line` on as it came: into the run when it is the next line
+    /// of `chunk`, otherwise (the run is long enough, or the line is one
+    /// the scanner put together across chunks) after the run is written.
+    #[inline(always)]
+    fn pass(&mut self, line: &[u8], chunk: &[u8], out: &mut impl FamilySink) {
+        let at = (line.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
+        // The run lies in the chunk, so a line starting where it ends and
+        // no longer than what is left of the chunk is the chunk's next line.
+        if at == self.run.end && line.len() <= chunk.len() - at && self.run.len() < MAX_RUN {
+            self.run.end += line.len();
+        } else {
+            self.start_run(line, chunk, out);
+        }
+    }
+
+    #[inline(never)]
+    fn start_run(&mut self, line: &[u8], chunk: &[u8], out: &mut impl FamilySink) {
+        self.flush(chunk, out);
+        match offset_in(chunk, line) {
+            Some(at) => self.run = at..at + line.len(),
+            None => self.write(line, out),
+        }
+    }
+
+    /// Writes the run of lines of `chunk` not written yet.
+    #[inline]
+    fn flush(&mut self, chunk: &[u8], out: &mut impl FamilySink) {
+        if !self.run.is_empty() {
+            let run = std::mem::replace(&mut self.run, 0..0);
+            self.write(&chunk[run], out);
         }
     }
 
@@ -463,6 +524,14 @@ impl State {
             }
         }
     }
+}
+
+/// Where `line` starts in `chunk`, if it is a slice of it (a line the
+/// scanner cut out of the chunk rather than one it put together).
+#[inline]
+fn offset_in(chunk: &[u8], line: &[u8]) -> Option<usize> {
+    let at = (line.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
+    (at <= chunk.len() && line.len() <= chunk.len() - at && !line.is_empty()).then_some(at)
 }
 
 /// Appends `line` to `buf` with `line[start..end]` replaced by `name`. A

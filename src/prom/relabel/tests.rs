@@ -571,3 +571,70 @@ fn copies_never_run_on_from_an_unterminated_diverted_line() {
         assert!(sink.out.is_empty());
     }
 }
+
+/// Records each write as the address and length it was given.
+#[derive(Default)]
+struct Writes {
+    out: Vec<u8>,
+    writes: Vec<(usize, usize)>,
+}
+
+impl FamilySink for Writes {
+    fn family(&mut self, _name: &[u8]) {}
+
+    fn write(&mut self, bytes: &[u8]) -> bool {
+        self.writes.push((bytes.as_ptr() as usize, bytes.len()));
+        self.out.extend_from_slice(bytes);
+        true
+    }
+
+    fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+}
+
+/// Lines go out as slices of the engine's chunk, a run of them per write,
+/// not copied line by line; a run stops at a family's start, at the end of
+/// the chunk and at its cap, and a line put together across chunks goes
+/// out on its own. Whatever the chunking, the output is the input.
+#[test]
+fn lines_pass_as_runs_of_the_chunk() {
+    let mut input = String::from("# TYPE a gauge\n");
+    for i in 0..2000 {
+        input.push_str(&format!("a{{i=\"{i}\"}} {i}\n"));
+    }
+    input.push_str("# TYPE b counter\nb_total 1\nb_total{x=\"y\"} 2\n");
+    let bytes = input.as_bytes();
+
+    let mut relabeler = Relabeler::new(VLLM);
+    let mut sink = Writes::default();
+    relabeler.feed(bytes, &mut sink);
+    relabeler.finish_body(&mut sink);
+    assert_eq!(sink.out, bytes);
+    let chunk = bytes.as_ptr_range();
+    for &(at, len) in &sink.writes {
+        assert!(
+            chunk.contains(&(at as *const u8)),
+            "a write not from the chunk"
+        );
+        assert!(len <= MAX_RUN + 64, "a run of {len} bytes past the cap");
+    }
+    // Family a: its ~30 KB in runs of up to the cap; family b: one run.
+    let expected = bytes.len().div_ceil(MAX_RUN) + 1;
+    assert!(
+        sink.writes.len() <= expected,
+        "{} writes for {} bytes (at most {expected})",
+        sink.writes.len(),
+        bytes.len()
+    );
+
+    for size in [1, 7, 100, 4096] {
+        let mut relabeler = Relabeler::new(VLLM);
+        let mut sink = Writes::default();
+        for piece in bytes.chunks(size) {
+            relabeler.feed(piece, &mut sink);
+        }
+        relabeler.finish_body(&mut sink);
+        assert_eq!(sink.out, bytes, "chunks of {size}");
+    }
+}
