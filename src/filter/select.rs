@@ -30,7 +30,8 @@ impl Selector {
     pub fn matches(&self, family: &[u8]) -> bool {
         match self {
             Selector::Exact(name) => name == family,
-            Selector::Prefix(prefix) => family.starts_with(prefix),
+            // `*` is common; no compare for it.
+            Selector::Prefix(prefix) => prefix.is_empty() || family.starts_with(prefix),
         }
     }
 }
