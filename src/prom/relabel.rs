@@ -2,7 +2,9 @@
 //! copy of each family the standard table names.
 //!
 //! Original bytes are written through as soon as the scanner has cut them
-//! into lines, so the response streams while the engine is still sending.
+//! into lines, so the response streams while the engine is still sending;
+//! they go out as runs of whole lines, slices of the engine's chunk, not
+//! line by line.
 //! Copies cannot stream the same way: a family must be contiguous and
 //! declared once, yet the preferred source of a standard name may come
 //! after its fallback, and a family may be split into several groups
