@@ -175,6 +175,18 @@ mod tests {
         assert_eq!(clock.running.load(SeqCst), 0);
     }
 
+    /// Waits for `done`, failing (not hanging) if the clock never gets
+    /// there: a bound on liveness, far above any tick, not a timing.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..5_000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(TICK);
+        }
+        panic!("waited 10 s for {what}");
+    }
+
     /// The timer runs while calls do and stops at the first tick after
     /// the last one ended: an idle clock does not advance.
     #[test]
@@ -187,15 +199,11 @@ mod tests {
             let nested = clock.run();
             assert!(clock.armed.load(SeqCst));
             let before = clock.ticks.load(SeqCst);
-            while clock.ticks.load(SeqCst) < before + 2 {
-                std::thread::sleep(TICK);
-            }
+            wait_for("two ticks", || clock.ticks.load(SeqCst) >= before + 2);
             drop(nested);
             assert!(clock.armed.load(SeqCst), "stopped with a call running");
             drop(call);
-            while clock.armed.load(SeqCst) {
-                std::thread::sleep(TICK);
-            }
+            wait_for("the timer to stop", || !clock.armed.load(SeqCst));
             let stopped = clock.ticks.load(SeqCst);
             std::thread::sleep(TICK * 10);
             assert_eq!(clock.ticks.load(SeqCst), stopped, "ticked while stopped");
