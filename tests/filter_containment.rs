@@ -14,24 +14,28 @@ use crate::util::*;
 
 /// What each export of a test module does.
 #[derive(Clone)]
-struct Module {
+pub(crate) struct Module {
     selectors: String,
-    /// The body of `mi_filter`, returning the packed (ptr, len).
+    /// The body of `mi_filter`, returning the packed (ptr, len); its
+    /// parameters are `$ptr` and `$len`.
     filter: String,
     /// Bytes at [`OUTPUT_AT`], for `filter` to return.
     output: Vec<u8>,
+    /// What `mi_abi_version` runs before answering [`Module::abi`].
     version: &'static str,
+    /// The ABI version it claims.
+    abi: i32,
     init: &'static str,
     selectors_prelude: &'static str,
     start: bool,
 }
 
-const OUTPUT_AT: usize = 8192;
+pub(crate) const OUTPUT_AT: usize = 8192;
 const LOOP: &str = "(loop $forever (br $forever))";
 
 impl Module {
     /// Selects `selectors` and answers every call with `output`.
-    fn answering(selectors: &str, output: &[u8]) -> Module {
+    pub(crate) fn answering(selectors: &str, output: &[u8]) -> Module {
         Module {
             selectors: selectors.into(),
             filter: format!(
@@ -40,6 +44,7 @@ impl Module {
             ),
             output: output.to_vec(),
             version: "",
+            abi: 1,
             init: "",
             selectors_prelude: "",
             start: false,
@@ -47,10 +52,20 @@ impl Module {
     }
 
     /// Selects `selectors` and gives its input back unchanged.
-    fn echo(selectors: &str) -> Module {
+    pub(crate) fn echo(selectors: &str) -> Module {
         Module {
             filter: "(call $pack (local.get $ptr) (local.get $len))".into(),
             ..Module::answering(selectors, b"")
+        }
+    }
+
+    /// This module, claiming ABI version `abi`, its `mi_filter` body
+    /// `filter` (its parameters are `$ptr` and `$len`).
+    pub(crate) fn with(self, abi: i32, filter: &str) -> Module {
+        Module {
+            abi,
+            filter: filter.into(),
+            ..self
         }
     }
 
@@ -65,7 +80,7 @@ impl Module {
   (data (i32.const {OUTPUT_AT}) "{out}")
   (func $pack (param $p i32) (param $l i32) (result i64)
     (i64.or (i64.shl (i64.extend_i32_u (local.get $p)) (i64.const 32)) (i64.extend_i32_u (local.get $l))))
-  (func (export "mi_abi_version") (result i32) {version} (i32.const 1))
+  (func (export "mi_abi_version") (result i32) {version} (i32.const {abi}))
   (func (export "mi_alloc") (param i32) (result i32) (i32.const 65536))
   (func (export "mi_init") (param i32 i32) (result i32) {init} (i32.const 0))
   (func (export "mi_selectors") (result i64) {selectors_prelude} (call $pack (i32.const 1024) (i32.const {sel_len})))
@@ -78,6 +93,7 @@ impl Module {
             sel_len = selectors.len(),
             out = bytes(&self.output),
             version = self.version,
+            abi = self.abi,
             init = self.init,
             selectors_prelude = self.selectors_prelude,
             filter = self.filter,
@@ -99,14 +115,14 @@ impl Module {
     }
 
     /// Compiles the module into a fresh file named `name.wasm`.
-    fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         let path = temp_dir(&format!("wat-{name}")).join(format!("{name}.wasm"));
         self.write_to(&path);
         path
     }
 }
 
-fn sidecar_with(engine: &Proc, filters: &[&Path], extra: &[&str]) -> Proc {
+pub(crate) fn sidecar_with(engine: &Proc, filters: &[&Path], extra: &[&str]) -> Proc {
     let mut sidecar = Sidecar::new("vllm", engine.addr);
     for path in filters {
         sidecar = sidecar.arg("--filter").arg(path.to_str().unwrap());
@@ -122,7 +138,7 @@ fn engine() -> Proc {
 }
 
 /// A scrape that must be whole and valid for promtool.
-fn valid_scrape(sidecar: &Proc) -> String {
+pub(crate) fn valid_scrape(sidecar: &Proc) -> String {
     let response = get(sidecar.addr, "/metrics");
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(response.complete);
@@ -132,7 +148,7 @@ fn valid_scrape(sidecar: &Proc) -> String {
     text
 }
 
-fn errors(sidecar: &Proc, filter: &str, reason: &str) -> f64 {
+pub(crate) fn errors(sidecar: &Proc, filter: &str, reason: &str) -> f64 {
     metric(
         sidecar,
         &format!(

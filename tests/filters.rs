@@ -329,7 +329,7 @@ fn wrong_abi_version_and_missing_files_stop_the_start() {
     for (path, message) in [
         (
             filter("hostile-abi"),
-            "built for filter ABI version 2; this runtime speaks version 1",
+            "built for filter ABI version 3; this runtime speaks versions 1 to 2",
         ),
         ("/no/such/filter.wasm".to_owned(), "cannot read"),
     ] {

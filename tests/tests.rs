@@ -42,6 +42,8 @@ mod faults;
 mod filters;
 // Raw modules that loop, break the scrape, keep state, or change on reload.
 mod filter_containment;
+// ABI versions: version 2's unchanged answer, version 1 modules as they were.
+mod filter_abi;
 // KV-cache events: a real ZMQ publisher and redis-server around the bridge.
 mod kv_events;
 // KV event replay: vLLM's replay buffer fills what the live stream lost.

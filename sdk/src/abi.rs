@@ -1,4 +1,4 @@
-//! The filter ABI, version 1 (`docs/wasm-abi.md`): the one import and the
+//! The filter ABI, version 2 (`docs/wasm-abi.md`): the one import and the
 //! five exports of a filter module, each directly above the safe Rust it
 //! wraps or calls.
 //!
@@ -17,10 +17,14 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use crate::filter::{self, Filter, Instance, Raw, RawFilter, Structured};
+use crate::filter::{self, Filter, Instance, Outcome, Raw, RawFilter, Structured};
 
 /// The ABI version this SDK implements; `mi_abi_version` returns it.
-pub const ABI_VERSION: i32 = 1;
+pub const ABI_VERSION: i32 = 2;
+
+/// `mi_filter`'s answer for "serve the input as it came" (version 2): all
+/// 64 bits set, a `(ptr, len)` no memory can hold.
+const UNCHANGED: i64 = -1;
 
 // === import matrixinfer.log ===
 
@@ -299,13 +303,17 @@ macro_rules! __export_filter {
 }
 
 /// `mi_filter`: runs the filter on the input at `(ptr, len)` and returns the
-/// packed `(ptr, len)` of its output, valid until the next call.
+/// packed `(ptr, len)` of its output, valid until the next call, or
+/// `UNCHANGED` when the filter had nothing to change.
 pub fn filter(ptr: i32, len: i32) -> i64 {
-    let (ptr, len) = filter_at(addr(ptr), addr(len));
-    pack(ptr, len)
+    match filter_at(addr(ptr), addr(len)) {
+        Some((ptr, len)) => pack(ptr, len),
+        None => UNCHANGED,
+    }
 }
 
-fn filter_at(ptr: usize, len: usize) -> (usize, usize) {
+/// The output's `(ptr, len)`, or `None` for an unchanged input.
+fn filter_at(ptr: usize, len: usize) -> Option<(usize, usize)> {
     STATE.with_borrow_mut(|state| {
         let State {
             input,
@@ -320,8 +328,10 @@ fn filter_at(ptr: usize, len: usize) -> (usize, usize) {
         let input = checked_input(input, *input_len, ptr, len)
             .unwrap_or_else(|e| fail(&format!("mi_filter: {e}")));
         output.clear();
-        filter.run(input, output);
-        (output.as_ptr() as usize, output.len())
+        match filter.run(input, output) {
+            Outcome::Replaced => Some((output.as_ptr() as usize, output.len())),
+            Outcome::Unchanged => None,
+        }
     })
 }
 
@@ -429,7 +439,7 @@ mod tests {
 
     #[test]
     fn version() {
-        assert_eq!(abi_version(), 1);
+        assert_eq!(abi_version(), 2);
     }
 
     #[test]
@@ -438,18 +448,21 @@ mod tests {
         assert_eq!(host_read(selectors_at()), "vllm:*\nsglang:num_queue_reqs");
         let (ptr, len) = host_write(b"vllm:x{a=\"1\"} 1\n");
         assert_eq!(
-            host_read(filter_at(ptr, len)),
+            host_read(filter_at(ptr, len).unwrap()),
             "vllm:x{a=\"1\",pod=\"p-1\"} 1\n"
         );
         // Buffers are reused: a shorter input lands at the same address.
         let (again, len) = host_write(b"vllm:y 2\n");
         assert_eq!(again, ptr);
-        assert_eq!(host_read(filter_at(again, len)), "vllm:y{pod=\"p-1\"} 2\n");
+        assert_eq!(
+            host_read(filter_at(again, len).unwrap()),
+            "vllm:y{pod=\"p-1\"} 2\n"
+        );
         // Empty input, any pointer.
-        assert_eq!(host_read(filter_at(0, 0)), "");
-        // Not UTF-8: passed through.
+        assert_eq!(host_read(filter_at(0, 0).unwrap()), "");
+        // Not UTF-8: served as it came, without a copy.
         let (ptr, len) = host_write(b"vllm:z 1\n\xff\n");
-        assert_eq!(filter_at(ptr, len).1, len);
+        assert_eq!(filter_at(ptr, len), None);
     }
 
     #[test]
@@ -491,5 +504,8 @@ mod tests {
         assert_eq!(pack(0x10_0000, 5), 0x0010_0000_0000_0005);
         assert_eq!(pack(0xffff_fff0, 0xffff_ffff) as u64, 0xffff_fff0_ffff_ffff);
         assert_eq!(addr(-1), 0xffff_ffff);
+        // No output in a 4 GiB memory packs to the unchanged answer.
+        assert_ne!(pack(0xffff_ffff, 0), UNCHANGED);
+        assert_eq!(UNCHANGED as u64, u64::MAX);
     }
 }

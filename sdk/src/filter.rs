@@ -45,6 +45,18 @@ pub trait Filter: Sized + 'static {
         vec!["*".to_owned()]
     }
 
+    /// Whether this scrape's selected families (`input`, as exposition
+    /// text) need reshaping at all. `false` serves them as they came:
+    /// [`filter`](Filter::filter) is not called, nothing is parsed, and the
+    /// text is not copied out of the filter and compared, which is most of
+    /// a filter's cost when it has nothing to do. Asked once per scrape,
+    /// before `filter`; the default answers `true`. Answer `false` only
+    /// when `filter` would leave the families as they are.
+    fn changes(&mut self, input: &str) -> bool {
+        let _ = input;
+        true
+    }
+
     /// Reshapes the selected families in place, once per scrape: edit,
     /// remove, reorder, or append families. The families arrive in scrape
     /// order, each with its HELP/TYPE lines; untouched samples are written
@@ -66,6 +78,14 @@ pub trait RawFilter: Sized + 'static {
         vec!["*".to_owned()]
     }
 
+    /// Whether `input` needs reshaping at all; `false` serves it as it
+    /// came, without calling [`filter_raw`](RawFilter::filter_raw). See
+    /// [`Filter::changes`].
+    fn changes(&mut self, input: &[u8]) -> bool {
+        let _ = input;
+        true
+    }
+
     /// Writes the replacement for `input` (the selected families as
     /// exposition text) into `output`, which arrives empty.
     fn filter_raw(&mut self, input: &[u8], output: &mut Vec<u8>);
@@ -73,12 +93,21 @@ pub trait RawFilter: Sized + 'static {
 
 // === impl Instance ===
 
+/// What one call of a filter came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The replacement is in `output`.
+    Replaced,
+    /// Serve the input as it came (`output` is left empty).
+    Unchanged,
+}
+
 /// A running filter of either kind, as the ABI glue holds it.
 pub(crate) trait Instance {
     fn selectors(&self) -> Vec<String>;
 
     /// `output` arrives empty.
-    fn run(&mut self, input: &[u8], output: &mut Vec<u8>);
+    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) -> Outcome;
 }
 
 /// Adapts a [`Filter`]: parses the input, filters, writes the output.
@@ -89,7 +118,7 @@ impl<F: Filter> Instance for Structured<F> {
         self.0.selectors()
     }
 
-    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) {
+    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) -> Outcome {
         let text = match std::str::from_utf8(input) {
             Ok(text) => text,
             Err(e) => {
@@ -97,10 +126,12 @@ impl<F: Filter> Instance for Structured<F> {
                     Level::Warn,
                     &format!("input is not UTF-8 ({e}); passed through unchanged"),
                 );
-                output.extend_from_slice(input);
-                return;
+                return Outcome::Unchanged;
             }
         };
+        if !self.0.changes(text) {
+            return Outcome::Unchanged;
+        }
         let mut families = match text::parse(text) {
             Ok(families) => Families::from(families),
             Err(e) => {
@@ -108,8 +139,7 @@ impl<F: Filter> Instance for Structured<F> {
                     Level::Error,
                     &format!("cannot parse input ({e}); passed through unchanged"),
                 );
-                output.extend_from_slice(input);
-                return;
+                return Outcome::Unchanged;
             }
         };
         self.0.filter(&mut families);
@@ -122,6 +152,7 @@ impl<F: Filter> Instance for Structured<F> {
             // One line per call, bounded: the runtime rate-limits its log.
             log(Level::Warn, &output::summary(&refusals, LOGGED_REFUSALS));
         }
+        Outcome::Replaced
     }
 }
 
@@ -133,8 +164,12 @@ impl<F: RawFilter> Instance for Raw<F> {
         self.0.selectors()
     }
 
-    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) {
+    fn run(&mut self, input: &[u8], output: &mut Vec<u8>) -> Outcome {
+        if !self.0.changes(input) {
+            return Outcome::Unchanged;
+        }
         self.0.filter_raw(input, output);
+        Outcome::Replaced
     }
 }
 
@@ -171,11 +206,21 @@ mod tests {
         }
     }
 
-    fn run(input: &[u8]) -> Vec<u8> {
+    /// What the runtime would serve: the output, or the input as it came.
+    fn served(instance: &mut dyn Instance, input: &[u8]) -> (Vec<u8>, Outcome) {
         let mut out = b"stale".to_vec();
         out.clear();
-        Structured(Upper).run(input, &mut out);
-        out
+        match instance.run(input, &mut out) {
+            Outcome::Replaced => (out, Outcome::Replaced),
+            Outcome::Unchanged => {
+                assert!(out.is_empty(), "an unchanged answer leaves output empty");
+                (input.to_vec(), Outcome::Unchanged)
+            }
+        }
+    }
+
+    fn run(input: &[u8]) -> Vec<u8> {
+        served(&mut Structured(Upper), input).0
     }
 
     #[test]
@@ -189,8 +234,61 @@ mod tests {
 
     #[test]
     fn structured_passes_bad_input_through() {
-        assert_eq!(run(b"x 1\n\xff\n"), b"x 1\n\xff\n");
-        assert_eq!(run(b"x one\n"), b"x one\n");
+        for input in [&b"x 1\n\xff\n"[..], b"x one\n"] {
+            assert_eq!(
+                served(&mut Structured(Upper), input),
+                (input.to_vec(), Outcome::Unchanged)
+            );
+        }
+    }
+
+    /// Drops `drop_me`; has nothing to do, and says so, without it.
+    struct DropOne;
+
+    impl Filter for DropOne {
+        fn new(_: &str) -> Result<Self, String> {
+            Ok(DropOne)
+        }
+
+        fn changes(&mut self, input: &str) -> bool {
+            input.contains("drop_me")
+        }
+
+        fn filter(&mut self, families: &mut Families) {
+            families.retain(|f| f.name != "drop_me");
+        }
+    }
+
+    impl RawFilter for DropOne {
+        fn new(_: &str) -> Result<Self, String> {
+            Ok(DropOne)
+        }
+
+        fn changes(&mut self, input: &[u8]) -> bool {
+            input.windows(7).any(|w| w == b"drop_me")
+        }
+
+        fn filter_raw(&mut self, input: &[u8], output: &mut Vec<u8>) {
+            let text = std::str::from_utf8(input).unwrap();
+            for line in text.split_inclusive('\n') {
+                if !line.contains("drop_me") {
+                    output.extend_from_slice(line.as_bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_filter_with_nothing_to_change_answers_unchanged() {
+        let keep = b"# TYPE x gauge\nx 1\n";
+        let drop = b"# TYPE x gauge\nx 1\ndrop_me 2\n";
+        for instance in [
+            &mut Structured(DropOne) as &mut dyn Instance,
+            &mut Raw(DropOne),
+        ] {
+            assert_eq!(served(instance, keep), (keep.to_vec(), Outcome::Unchanged));
+            assert_eq!(served(instance, drop), (keep.to_vec(), Outcome::Replaced));
+        }
     }
 
     struct Reserved;
@@ -212,9 +310,10 @@ mod tests {
 
     #[test]
     fn structured_leaves_out_what_the_runtime_refuses() {
-        let mut out = Vec::new();
-        Structured(Reserved).run(b"x 1\n", &mut out);
-        assert_eq!(out, b"kept{a=\"1\"} 1\n");
+        assert_eq!(
+            served(&mut Structured(Reserved), b"x 1\n"),
+            (b"kept{a=\"1\"} 1\n".to_vec(), Outcome::Replaced)
+        );
     }
 
     #[test]

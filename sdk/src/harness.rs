@@ -1,5 +1,5 @@
 //! Running a filter natively, for its tests: no wasm, no runtime, the same
-//! parse → filter → write a module does on each call.
+//! changes? → parse → filter → write a module does on each call.
 
 use crate::filter::{Filter, RawFilter};
 use crate::model::Families;
@@ -8,7 +8,8 @@ use crate::selector::{self, matches};
 use crate::text;
 
 /// Builds `F` from `config`, runs it once on `input`, and returns its output
-/// as text. The `Err` is `F`'s refusal of its config (or of its selectors,
+/// as text (`input` itself when [`Filter::changes`] says there is nothing to
+/// change, as the runtime would serve it). The `Err` is `F`'s refusal of its config (or of its selectors,
 /// as `mi_init` would), a parse error in `input`, or the list of what
 /// [`write`](crate::write) left out of the output because the runtime would
 /// refuse it (a module logs those as a warning and serves the rest; a test
@@ -43,6 +44,9 @@ pub fn run_with_refusals<F: Filter>(
     for s in filter.selectors() {
         selector::check(&s)?;
     }
+    if !filter.changes(input) {
+        return Ok((input.to_owned(), Vec::new()));
+    }
     let mut families = Families::from(text::parse(input).map_err(|e| format!("input: {e}"))?);
     filter.filter(&mut families);
     let mut out = String::with_capacity(input.len());
@@ -57,6 +61,9 @@ pub fn run_raw<F: RawFilter>(config: &str, input: &[u8]) -> Result<Vec<u8>, Stri
     let mut filter = F::new(config)?;
     for s in filter.selectors() {
         selector::check(&s)?;
+    }
+    if !filter.changes(input) {
+        return Ok(input.to_vec());
     }
     let mut out = Vec::with_capacity(input.len());
     filter.filter_raw(input, &mut out);

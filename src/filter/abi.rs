@@ -1,5 +1,6 @@
-//! The ABI between the runtime and a filter, version 1 (`docs/wasm-abi.md`):
-//! every function a guest may call, and every call into a guest.
+//! The ABI between the runtime and a filter, versions 1 and 2
+//! (`docs/wasm-abi.md`): every function a guest may call, and every call
+//! into a guest.
 //!
 //! Guest memory is only touched through wasmtime's bounds-checked
 //! `Memory::read`/`write`/`data`, so a pointer or length a guest gets wrong
@@ -12,8 +13,13 @@ use super::epoch::{EpochClock, ticks};
 use super::health::Reason;
 use wasmtime::{Caller, Instance, Linker, Memory, ResourceLimiter, Store, Trap, TypedFunc};
 
-/// The ABI version this runtime speaks.
-pub const ABI_VERSION: i32 = 1;
+/// The ABI versions this runtime speaks: 1, and 2, which adds
+/// [`UNCHANGED`].
+pub const ABI_VERSIONS: std::ops::RangeInclusive<i32> = 1..=2;
+/// `mi_filter`'s answer for "serve the input as it came", from version 2
+/// on: all 64 bits set, a `(ptr, len)` no guest memory can hold (under
+/// version 1 it is an output too large, as it always was).
+pub const UNCHANGED: i64 = -1;
 /// Log lines a guest may write per instance (then it is muted).
 const LOG_BUDGET: u32 = 100;
 
@@ -156,8 +162,19 @@ impl CallError {
     }
 }
 
+/// What `mi_filter` answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer<'s> {
+    /// Its output, in place in guest memory.
+    Output(&'s [u8]),
+    /// Serve the input as it came.
+    Unchanged,
+}
+
 /// A guest's exports, looked up once per instance.
 pub struct Exports {
+    /// The ABI version it speaks, once [`Exports::negotiate`] accepted it.
+    abi: i32,
     memory: Memory,
     version: TypedFunc<(), i32>,
     alloc: TypedFunc<i32, i32>,
@@ -172,6 +189,7 @@ impl Exports {
         let missing =
             |name: &str, e: wasmtime::Error| CallError::Abi(format!("export {name}: {e}"));
         Ok(Exports {
+            abi: 0,
             memory: instance
                 .get_memory(&mut *store, "memory")
                 .ok_or_else(|| CallError::Abi("no exported memory".into()))?,
@@ -193,18 +211,29 @@ impl Exports {
         })
     }
 
-    /// `mi_abi_version()`. Every call into the guest runs under its own
-    /// `deadline`, whatever ran before it.
-    pub fn version(
-        &self,
+    /// `mi_abi_version()`, refused unless this runtime speaks it; kept,
+    /// for it decides what `mi_filter` may answer. Every call into the
+    /// guest runs under its own `deadline`, whatever ran before it.
+    pub fn negotiate(
+        &mut self,
         store: &mut Store<HostState>,
         deadline: Duration,
-    ) -> Result<i32, CallError> {
+    ) -> Result<(), CallError> {
         store.set_epoch_deadline(ticks(deadline));
         let _running = store.data().clock.run();
-        self.version
+        let version = self
+            .version
             .call(&mut *store, ())
-            .map_err(|e| CallError::from_wasm(e, store.data(), deadline))
+            .map_err(|e| CallError::from_wasm(e, store.data(), deadline))?;
+        if !ABI_VERSIONS.contains(&version) {
+            return Err(CallError::Abi(format!(
+                "built for filter ABI version {version}; this runtime speaks versions {} to {}",
+                ABI_VERSIONS.start(),
+                ABI_VERSIONS.end()
+            )));
+        }
+        self.abi = version;
+        Ok(())
     }
 
     /// `mi_init(config)`: true when the filter accepts its config.
@@ -242,14 +271,15 @@ impl Exports {
     }
 
     /// `mi_filter(input)`: the output, read in place in guest memory (no
-    /// copy; it stays valid until the next call into the guest).
+    /// copy; it stays valid until the next call into the guest), or
+    /// [`Answer::Unchanged`] from a version 2 guest.
     pub fn filter<'s>(
         &self,
         store: &'s mut Store<HostState>,
         input: &[u8],
         max_output: usize,
         deadline: Duration,
-    ) -> Result<&'s [u8], CallError> {
+    ) -> Result<Answer<'s>, CallError> {
         let (ptr, len) = self.write(store, input, deadline)?;
         store.set_epoch_deadline(ticks(deadline));
         let _running = store.data().clock.run();
@@ -257,7 +287,10 @@ impl Exports {
             .filter
             .call(&mut *store, (ptr, len))
             .map_err(|e| CallError::from_wasm(e, store.data(), deadline))?;
-        self.read(store, packed, max_output)
+        if packed == UNCHANGED && self.abi >= 2 {
+            return Ok(Answer::Unchanged);
+        }
+        self.read(store, packed, max_output).map(Answer::Output)
     }
 
     /// Copies `bytes` into guest memory via `mi_alloc`.

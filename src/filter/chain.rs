@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use wasmtime::Store;
 
-use super::abi::{Exports, HostState};
+use super::abi::{Answer, Exports, HostState};
 use super::health::{OnError, Reason, Streak};
 use super::host::{CompiledFilter, FilterHost, instantiate};
 use super::routes::Routes;
@@ -124,7 +124,7 @@ impl FilterChain {
                 // is to drop them or fail.
                 let off = !filter.health.is_on();
                 let failed = match off {
-                    false => self.call(i, &input, routes, out).err(),
+                    false => self.call(i, &mut input, routes, out).err(),
                     true => None,
                 };
                 match (on_error, failed.is_some() || off) {
@@ -137,7 +137,7 @@ impl FilterChain {
                             let families = &mut self.families;
                             validate::families(&input, |name, lines| families.push((name, lines)));
                         }
-                        forward(set, i, &input, &self.families, routes, out);
+                        forward_input(set, i, &mut input, &self.families, routes, out);
                     }
                     (OnError::Drop, true) => {}
                     (OnError::Fail, true) => {
@@ -156,11 +156,11 @@ impl FilterChain {
     }
 
     /// Calls filter `i` and, when its output passes the checks, forwards
-    /// it (straight from guest memory).
+    /// it (straight from guest memory, or `input` itself when unchanged).
     fn call(
         &mut self,
         i: usize,
-        input: &[u8],
+        input: &mut Vec<u8>,
         routes: &mut Routes,
         out: &mut Vec<u8>,
     ) -> Result<(), Reason> {
@@ -180,25 +180,33 @@ impl FilterChain {
                 *slot = Some(live);
             }
             let (store, exports) = slot.as_mut().expect("just built");
-            let output = exports
+            let answer = exports
                 .filter(store, input, limits.max_output, limits.deadline)
                 .map_err(|e| (e.reason(), e.to_string()))?;
-            if output == input {
+            let output = match answer {
+                // Served from the host's own copy of the input, which the
+                // guest could not touch: no copy out, no compare.
+                Answer::Unchanged => None,
+                Answer::Output(output) if output == &input[..] => None,
+                Answer::Output(output) => Some(output),
+            };
+            let Some(output) = output else {
                 // Nothing changed: it adds nothing the engine did not send,
                 // and the relabeler's split is already known to be sound.
                 if i + 1 < set.filters.len() {
-                    validate::families(output, |name, lines| families.push((name, lines)));
+                    validate::families(input, |name, lines| families.push((name, lines)));
                 }
-            } else {
-                let scope = CallScope {
-                    selectors: &filter.selectors,
-                    routes,
-                    me: i,
-                };
-                checker
-                    .check(output, &scope, |name, lines| families.push((name, lines)))
-                    .map_err(|v| (validate::reason(&v), v.to_string()))?;
-            }
+                forward_input(&set, i, input, families, routes, out);
+                return Ok(());
+            };
+            let scope = CallScope {
+                selectors: &filter.selectors,
+                routes,
+                me: i,
+            };
+            checker
+                .check(output, &scope, |name, lines| families.push((name, lines)))
+                .map_err(|v| (validate::reason(&v), v.to_string()))?;
             forward(&set, i, output, families, routes, out);
             Ok(())
         })();
@@ -267,6 +275,25 @@ impl Scope for CallScope<'_> {
     }
 }
 
+/// [`forward`] for filter `i`'s own input, served as it came: when `i` is
+/// the last filter and nothing is in `out` yet (a filter that selects
+/// everything), the buffer changes hands instead of being copied, and
+/// `input` gets `out`'s.
+fn forward_input(
+    set: &FilterSet,
+    i: usize,
+    input: &mut Vec<u8>,
+    families: &[(Range<usize>, Range<usize>)],
+    routes: &mut Routes,
+    out: &mut Vec<u8>,
+) {
+    if i + 1 == set.filters.len() && out.is_empty() {
+        std::mem::swap(input, out);
+        return;
+    }
+    forward(set, i, input, families, routes, out);
+}
+
 /// Sends each family of `text` (as `families` lists them) to the next
 /// filter after `i` that selects it, or to `out`.
 fn forward(
@@ -283,5 +310,88 @@ fn forward(
     }
     for (name, lines) in families {
         routes.forward(i, &text[name.clone()], &text[lines.clone()], out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::{FilterLimits, FilterSpec};
+    use crate::prom::Relabeler;
+    use crate::prom::standard::VLLM;
+
+    const SCRAPE: &[u8] = b"# TYPE vllm:num_requests_running gauge\n\
+        vllm:num_requests_running{engine=\"0\"} 1\n\
+        # TYPE vllm:num_requests_waiting gauge\n\
+        vllm:num_requests_waiting{engine=\"0\"} 3\n";
+
+    /// A version 2 module selecting `selectors` that answers "unchanged".
+    fn unchanged(selectors: &str) -> Arc<FilterHost> {
+        let wat = format!(
+            r#"(module
+  (memory (export "memory") 2)
+  (data (i32.const 1024) "{selectors}")
+  (func (export "mi_abi_version") (result i32) (i32.const 2))
+  (func (export "mi_alloc") (param i32) (result i32) (i32.const 65536))
+  (func (export "mi_init") (param i32 i32) (result i32) (i32.const 0))
+  (func (export "mi_selectors") (result i64) (i64.const {packed}))
+  (func (export "mi_filter") (param i32 i32) (result i64) (i64.const -1)))"#,
+            packed = (1024u64 << 32) | selectors.len() as u64,
+        );
+        let path = std::env::temp_dir().join(format!(
+            "matrixinfer-chain-{}-{}.wasm",
+            std::process::id(),
+            selectors.len()
+        ));
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        let specs = [FilterSpec {
+            path: path.clone(),
+            config: String::new(),
+        }];
+        let host = FilterHost::load(&specs, FilterLimits::default()).unwrap();
+        std::fs::remove_file(path).unwrap();
+        Arc::new(host)
+    }
+
+    /// One scrape of [`SCRAPE`] through `host`'s filters: the body, and
+    /// whether the output buffer is the one the last filter's families
+    /// were diverted to.
+    fn scrape(host: &Arc<FilterHost>) -> (Vec<u8>, bool) {
+        let mut chain = FilterChain::new(host.clone());
+        let mut relabeler = Relabeler::new(VLLM);
+        let mut routes = Routes::default();
+        let mut out = Vec::new();
+        routes.begin(Some(host.current()));
+        relabeler.feed(SCRAPE, &mut routes.sink(&mut out));
+        relabeler.finish_body(&mut routes.sink(&mut out));
+        let diverted = routes.diverted(0).as_ptr();
+        chain.run(&mut routes, &mut out).unwrap();
+        (out.clone(), out.as_ptr() == diverted)
+    }
+
+    #[test]
+    fn an_unchanged_input_changes_hands_only_into_an_empty_output() {
+        let mut plain = Vec::new();
+        let mut relabeler = Relabeler::new(VLLM);
+        relabeler.feed(SCRAPE, &mut plain);
+        relabeler.finish_body(&mut plain);
+
+        // Everything selected: nothing in the output before the filter's.
+        let (body, moved) = scrape(&unchanged("*"));
+        assert_eq!(body, plain);
+        assert!(moved, "copied, not handed over");
+
+        // One family: the others are already out, so a copy after them.
+        let (body, moved) = scrape(&unchanged("vllm:num_requests_waiting"));
+        let waiting = &SCRAPE[SCRAPE.len() / 2..];
+        assert!(waiting.starts_with(b"# TYPE vllm:num_requests_waiting"));
+        assert!(body.ends_with(waiting));
+        let lines = |text: &[u8]| {
+            let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(lines(&body), lines(&plain));
+        assert!(!moved);
     }
 }

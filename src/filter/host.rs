@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use wasmtime::{Engine, InstancePre, Linker, Store};
 
-use super::abi::{self, ABI_VERSION, CallError, Exports, HostState};
+use super::abi::{self, CallError, Exports, HostState};
 use super::epoch::{EpochClock, ticks};
 use super::health::{Health, OnError, Reason, Recovery};
 use super::module;
@@ -342,13 +342,8 @@ pub fn instantiate(
         }
         Err(e) => return Err(CallError::Abi(format!("cannot instantiate: {e}"))),
     };
-    let exports = Exports::bind(&mut store, &instance)?;
-    let version = exports.version(&mut store, limits.deadline)?;
-    if version != ABI_VERSION {
-        return Err(CallError::Abi(format!(
-            "built for filter ABI version {version}; this runtime speaks version {ABI_VERSION}"
-        )));
-    }
+    let mut exports = Exports::bind(&mut store, &instance)?;
+    exports.negotiate(&mut store, limits.deadline)?;
     if !exports.init(&mut store, filter.config.as_bytes(), limits.deadline)? {
         return Err(CallError::Abi(
             "refused its config (see its log line above)".into(),

@@ -1,4 +1,4 @@
-//! Hostile: claims filter ABI version 2 from `mi_abi_version`; otherwise a
+//! Hostile: claims filter ABI version 3 from `mi_abi_version`; otherwise a
 //! harmless passthrough. Proves the runtime refuses, at start, a module
 //! built for an ABI it does not speak (and names both versions).
 //!
@@ -42,8 +42,9 @@ pub mod exports {
 
     use super::HostileAbi;
 
-    /// The version this module claims; the SDK's is 1.
-    pub const CLAIMED_ABI_VERSION: i32 = 2;
+    /// The version this module claims: one no runtime speaks yet (the
+    /// SDK's is 2).
+    pub const CLAIMED_ABI_VERSION: i32 = 3;
 
     /// `mi_abi_version() -> i32`, the lie.
     #[unsafe(no_mangle)]
@@ -81,8 +82,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn claims_version_2() {
-        assert_eq!(exports::mi_abi_version(), 2);
+    fn claims_version_3() {
+        assert_eq!(exports::mi_abi_version(), 3);
         assert_ne!(exports::mi_abi_version(), matrixinfer_filter::ABI_VERSION);
     }
 }
