@@ -1,5 +1,6 @@
 //! What WASM filters add to the relabel: relabel alone, relabel with a
-//! pass-through filter (selecting a few families, and everything), and with
+//! pass-through filter (selecting a few families, and everything; answering
+//! "unchanged", and copying every byte back), and with
 //! the add-labels example, on ~100 KB and ~1 MB vLLM payloads; the output
 //! check alone; and the cost of building an instance (paid at start and after a failure, never per
 //! scrape).
@@ -125,7 +126,10 @@ fn bench(c: &mut Criterion) {
                 "passthrough",
                 five_selectors.as_str(),
             ),
+            // Answers "unchanged" (ABI version 2): no copy out, no compare.
             ("passthrough_everything", "passthrough", "*"),
+            // Copies every byte back, as a filter that rewrites them would.
+            ("passthrough_everything_copied", "passthrough", "*,!copy"),
             (
                 "add_labels_vllm_all",
                 "add_labels",
