@@ -176,7 +176,7 @@ fn everything_at_once(driver: &str) {
 
 /// The release build of the binary that `scripts/test` makes for this
 /// test, so that the suite (a debug build) checks the RSS target too.
-fn release_binary() -> Option<std::path::PathBuf> {
+pub(crate) fn release_binary() -> Option<std::path::PathBuf> {
     let binary = std::path::PathBuf::from(std::env::var_os("MATRIXINFER_RELEASE_BIN")?);
     assert!(
         binary.is_file(),

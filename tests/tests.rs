@@ -54,6 +54,8 @@ mod kv_redis_tls;
 mod layout;
 // Thousands of idle connections, scrapes and a download at once.
 mod load;
+// The release binary's code layout: start-up functions together (build.rs).
+mod code_layout;
 // LoRA adapters: download, load, unload, against the engines' LoRA endpoints.
 mod lora;
 // Every standardization rule, on every engine version's payloads.

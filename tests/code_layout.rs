@@ -1,0 +1,109 @@
+//! The release binary's code layout (build.rs): the functions that run at
+//! start-up and on a scrape, as `link/startup-functions.txt` lists them, sit
+//! together at the front of `.text`, so that the code the kernel maps around
+//! each first touch is code that runs (idle RSS, docs/benchmarks.md). Fails
+//! when the list has gone stale (a dependency or the toolchain renamed the
+//! symbols), or when the linker stopped honouring it.
+
+use std::collections::HashMap;
+
+use object::{Object, ObjectSection, ObjectSymbol};
+
+use crate::util::*;
+
+#[test]
+fn startup_functions_sit_together_at_the_front_of_the_code() {
+    let Some(binary) = crate::load::release_binary() else {
+        eprintln!("code layout not checked: no release build (set MATRIXINFER_RELEASE_BIN)");
+        return;
+    };
+    let list = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link/startup-functions.txt"),
+    )
+    .unwrap();
+    let listed: Vec<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(listed.len() > 500, "{} functions listed", listed.len());
+
+    let bytes = std::fs::read(&binary).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let text = file.section_by_name(".text").expect("a .text section");
+    let mut symbols: HashMap<&str, (u64, u64)> = HashMap::new();
+    for symbol in file.symbols() {
+        if let Ok(name) = symbol.name()
+            && symbol.size() > 0
+        {
+            symbols.insert(name, (symbol.address(), symbol.size()));
+        }
+    }
+    let found: Vec<(u64, u64)> = listed
+        .iter()
+        .filter_map(|name| symbols.get(name).copied())
+        .collect();
+    // A few go with every change of the code around them (names LLVM
+    // suffixes per module); most must be there.
+    assert!(
+        found.len() * 10 >= listed.len() * 9,
+        "only {} of the {} functions in link/startup-functions.txt are in {}: \
+         the list is stale; run scripts/startup-order (with valgrind) and commit it",
+        found.len(),
+        listed.len(),
+        binary.display()
+    );
+    let code: u64 = found.iter().map(|(_, size)| size).sum();
+    let start = found.iter().map(|(address, _)| *address).min().unwrap();
+    let end = found
+        .iter()
+        .map(|(address, size)| address + size)
+        .max()
+        .unwrap();
+    // Together: spread over little more than their own size (alignment
+    // padding), and at the front of .text, not scattered through it.
+    assert!(
+        end - start <= code + code / 4,
+        "{} KiB of start-up code spread over {} KiB",
+        code / 1024,
+        (end - start) / 1024
+    );
+    assert!(
+        start - text.address() < 64 * 1024,
+        "start-up code begins {} KiB into .text",
+        (start - text.address()) / 1024
+    );
+    eprintln!(
+        "{} start-up functions, {} KiB, in {} KiB at the front of {} KiB of code",
+        found.len(),
+        code / 1024,
+        (end - start) / 1024,
+        text.size() / 1024
+    );
+    idle_rss(&binary);
+}
+
+/// What the layout buys, printed for the record (RSS depends on the
+/// kernel's fault-around, so it is not asserted here; the benchmark
+/// harness reports it): idle RSS after a few scrapes.
+fn idle_rss(binary: &std::path::Path) {
+    let engine = Engine::flavor("vllm-v1").size("120k").start();
+    let sidecar = Sidecar::new("vllm", engine.addr).binary(binary).start();
+    for _ in 0..3 {
+        assert_eq!(get(sidecar.addr, "/metrics").status, 200);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sidecar.child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    eprintln!(
+        "idle after three scrapes: VmRSS {}, RssFile {}, RssAnon {}",
+        field("VmRSS:"),
+        field("RssFile:"),
+        field("RssAnon:")
+    );
+}
