@@ -43,14 +43,21 @@ fn startup_functions_sit_together_at_the_front_of_the_code() {
         .iter()
         .filter_map(|name| symbols.get(name).copied())
         .collect();
-    // A few go with every change of the code around them (names LLVM
-    // suffixes per module); most must be there.
+    // Names ThinLTO suffixes with `.llvm.<module hash>` change with the
+    // code and the checkout's path; the others only with the crates'
+    // versions and the toolchain, and those must be there.
+    let stable: Vec<&str> = listed
+        .iter()
+        .copied()
+        .filter(|name| !name.contains(".llvm."))
+        .collect();
+    let stable_found = stable.iter().filter(|n| symbols.contains_key(*n)).count();
     assert!(
-        found.len() * 10 >= listed.len() * 9,
-        "only {} of the {} functions in link/startup-functions.txt are in {}: \
-         the list is stale; run scripts/startup-order (with valgrind) and commit it",
-        found.len(),
-        listed.len(),
+        stable_found * 20 >= stable.len() * 19,
+        "only {stable_found} of the {} functions in link/startup-functions.txt \
+         (not counting ThinLTO's .llvm. names) are in {}: the list is stale; \
+         run scripts/startup-order (with valgrind) and commit it",
+        stable.len(),
         binary.display()
     );
     let code: u64 = found.iter().map(|(_, size)| size).sum();
