@@ -2,8 +2,8 @@
 //! on a scrape (`link/startup-functions.txt`, made by
 //! `scripts/startup-order`) go together at the front of `.text`. The kernel
 //! maps code in 64 KiB windows around each first touch; scattered through
-//! 15 MiB of code, the few hundred KiB that run kept about 6.5 MiB of it
-//! resident at idle (docs/benchmarks.md, "Idle RSS and code layout").
+//! 15 MiB of code, the 1.6 MiB that runs kept about 6.5 MiB of it resident
+//! at idle (docs/benchmarks.md, "Idle RSS: the code that runs, together").
 //!
 //! Only where the linker is LLD, Rust's default for x86_64 Linux since
 //! 1.90 (GNU ld has no such option); `MATRIXINFER_NO_CODE_LAYOUT=1` turns it

@@ -9,8 +9,9 @@ use crate::text;
 
 /// Builds `F` from `config`, runs it once on `input`, and returns its output
 /// as text (`input` itself when [`Filter::changes`] says there is nothing to
-/// change, as the runtime would serve it). The `Err` is `F`'s refusal of its config (or of its selectors,
-/// as `mi_init` would), a parse error in `input`, or the list of what
+/// change, as the runtime would serve it). The `Err` is `F`'s refusal of its
+/// config (or of its selectors, as `mi_init` would), a parse error in
+/// `input`, or the list of what
 /// [`write`](crate::write) left out of the output because the runtime would
 /// refuse it (a module logs those as a warning and serves the rest; a test
 /// should not pass with them). To test a filter that expects some, use
