@@ -51,7 +51,7 @@ pub struct Relabeler {
 
 #[derive(Debug)]
 struct State {
-    table: &'static [StandardName],
+    sources: standard::Sources,
     family: Family,
     /// One per entry of `table`, in table order.
     copies: Vec<Copy>,
@@ -162,7 +162,7 @@ impl Relabeler {
         Relabeler {
             scanner: LineScanner::new(window),
             state: State {
-                table,
+                sources: standard::Sources::new(table),
                 family: Family::default(),
                 copies: table.iter().map(|_| Copy::default()).collect(),
                 long_copy: None,
@@ -452,7 +452,7 @@ impl State {
         family.kind = None;
         family.has_help = false;
         family.declared = declared;
-        family.target = standard::lookup(self.table, name).and_then(|m| {
+        family.target = self.sources.lookup(name).and_then(|m| {
             let copy = &mut self.copies[m.slot];
             match copy.rank {
                 // A more preferred source than the one collected so far:

@@ -65,6 +65,30 @@ fn names() {
     assert!(!is_reserved(b"matrixinfer:num_requests_waiting"));
 }
 
+/// The word-at-a-time name scan ends where a byte-by-byte reading of the
+/// grammar does: every byte value, at every place in and across the
+/// eight-byte words, after names of every length up to three words.
+#[test]
+fn name_scan_stops_at_the_first_byte_outside_the_grammar() {
+    let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+    let names = b"vllm:Num_requests_9_waiting_ZZ:x";
+    for stop in 0..=255u8 {
+        for len in 0..names.len() {
+            let mut line = names[..len].to_vec();
+            line.push(stop);
+            line.extend_from_slice(b"_trailing:name9");
+            let expected = if is_name_byte(stop) { line.len() } else { len };
+            for from in 0..=len {
+                assert_eq!(
+                    name_continue(&line, from),
+                    expected,
+                    "byte {stop:#04x} after {len} name bytes, scanned from {from}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn values() {
     for good in [
