@@ -8,13 +8,13 @@ pub fn header(out: &mut Vec<u8>, name: &str, kind: &str, help: &str) {
     out.extend_from_slice(b"# HELP ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
-    for &b in help.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
+    let mut rest = help.as_bytes();
+    while let Some(at) = memchr::memchr2(b'\\', b'\n', rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(if rest[at] == b'\\' { b"\\\\" } else { b"\\n" });
+        rest = &rest[at + 1..];
     }
+    out.extend_from_slice(rest);
     out.extend_from_slice(b"\n# TYPE ");
     out.extend_from_slice(name.as_bytes());
     out.push(b' ');
@@ -79,16 +79,21 @@ pub fn write_labels(out: &mut Vec<u8>, labels: &[(&str, &str)]) {
     out.push(b'}');
 }
 
-/// Escapes a label value: `\` → `\\`, `"` → `\"`, newline → `\n`.
+/// Escapes a label value: `\` → `\\`, `"` → `\"`, newline → `\n`. The
+/// runs between them (all of almost every value) are copied whole: the
+/// sidecar's own metrics are written on every scrape.
 pub fn escape_label_value(out: &mut Vec<u8>, value: &str) {
-    for &b in value.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            _ => out.push(b),
-        }
+    let mut rest = value.as_bytes();
+    while let Some(at) = memchr::memchr3(b'\\', b'"', b'\n', rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(match rest[at] {
+            b'\\' => b"\\\\",
+            b'"' => b"\\\"",
+            _ => b"\\n",
+        });
+        rest = &rest[at + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 /// Writes the samples of one histogram series. `counts[i]` is the number
