@@ -237,7 +237,7 @@ fn measure(
 
     let per_scrape = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(before), Some(after)) if !latency.latencies.is_empty() => {
-            Some((after - before) as f64 / latency.latencies.len() as f64 / 1e3)
+            Some(after.saturating_sub(before) as f64 / latency.latencies.len() as f64 / 1e3)
         }
         _ => None,
     };
