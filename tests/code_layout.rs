@@ -3,13 +3,51 @@
 //! together at the front of `.text`, so that the code the kernel maps around
 //! each first touch is code that runs (idle RSS, docs/benchmarks.md). Fails
 //! when the list has gone stale (a dependency or the toolchain renamed the
-//! symbols), or when the linker stopped honouring it.
+//! symbols), or when the linker stopped honouring it. And its relative
+//! relocations are packed, so that the loader does not page in 560 KiB of
+//! them at every start.
 
 use std::collections::HashMap;
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::util::*;
+
+/// Relative relocations packed (`DT_RELR`, build.rs) where the glibc the
+/// build links against loads them: `.rela.dyn`, which the dynamic loader
+/// reads through at every start, keeps only the few that are not relative.
+#[test]
+fn relative_relocations_are_packed_where_glibc_loads_them() {
+    let Some(binary) = crate::load::release_binary() else {
+        eprintln!("relocations not checked: no release build (set MATRIXINFER_RELEASE_BIN)");
+        return;
+    };
+    let glibc = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let version: Vec<u32> = glibc
+        .strip_prefix("glibc ")
+        .unwrap_or_default()
+        .split('.')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if version.len() < 2 || (version[0], version[1]) < (2, 36) {
+        eprintln!("relocations not checked: {glibc:?} predates DT_RELR");
+        return;
+    }
+    let bytes = std::fs::read(&binary).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let size = |name: &str| file.section_by_name(name).map(|s| s.size());
+    let (relr, rela) = (size(".relr.dyn"), size(".rela.dyn").unwrap_or(0));
+    assert!(
+        relr.is_some_and(|n| n > 0),
+        "no .relr.dyn in {}",
+        binary.display()
+    );
+    assert!(rela < 64 * 1024, ".rela.dyn still holds {rela} bytes");
+}
 
 #[test]
 fn startup_functions_sit_together_at_the_front_of_the_code() {
