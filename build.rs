@@ -18,7 +18,9 @@
 
 use std::env;
 use std::path::Path;
-use std::process::Command;
+
+#[path = "link/glibc_version.rs"]
+mod glibc_version;
 
 fn main() {
     let order = Path::new("link/startup-functions.txt");
@@ -28,7 +30,11 @@ fn main() {
     if target != "x86_64-unknown-linux-gnu" || env::var_os("MATRIXINFER_NO_CODE_LAYOUT").is_some() {
         return;
     }
-    if env::var("HOST").is_ok_and(|host| host == target) && host_glibc_at_least(2, 36) {
+    println!("cargo:rerun-if-changed=link/glibc_version.rs");
+    // The build machine's glibc is the one linked against (host = target).
+    let glibc =
+        glibc_version::glibc_version().filter(|_| env::var("HOST").as_deref() == Ok(&target));
+    if glibc.is_some_and(|version| version >= (2, 36)) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
@@ -39,19 +45,4 @@ fn main() {
         order.display()
     );
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-}
-
-/// Whether the glibc of this (host = target) machine is `major.minor` or
-/// later, from `getconf GNU_LIBC_VERSION` ("glibc 2.36"); no when unknown.
-fn host_glibc_at_least(major: u32, minor: u32) -> bool {
-    let Ok(out) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else {
-        return false;
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.trim().strip_prefix("glibc ").unwrap_or_default();
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(have_major), Some(have_minor)) => (have_major, have_minor) >= (major, minor),
-        _ => false,
-    }
 }

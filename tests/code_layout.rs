@@ -13,6 +13,9 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::util::*;
 
+#[path = "../link/glibc_version.rs"]
+mod glibc_version;
+
 /// Relative relocations packed (`DT_RELR`, build.rs) where the glibc the
 /// build links against loads them: `.rela.dyn`, which the dynamic loader
 /// reads through at every start, keeps only the few that are not relative.
@@ -22,19 +25,9 @@ fn relative_relocations_are_packed_where_glibc_loads_them() {
         eprintln!("relocations not checked: no release build (set MATRIXINFER_RELEASE_BIN)");
         return;
     };
-    let glibc = std::process::Command::new("getconf")
-        .arg("GNU_LIBC_VERSION")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let version: Vec<u32> = glibc
-        .strip_prefix("glibc ")
-        .unwrap_or_default()
-        .split('.')
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    if version.len() < 2 || (version[0], version[1]) < (2, 36) {
-        eprintln!("relocations not checked: {glibc:?} predates DT_RELR");
+    let glibc = glibc_version::glibc_version();
+    if glibc.is_none_or(|version| version < (2, 36)) {
+        eprintln!("relocations not checked: glibc {glibc:?} predates DT_RELR");
         return;
     }
     let bytes = std::fs::read(&binary).unwrap();
