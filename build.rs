@@ -1,13 +1,22 @@
 //! The release binary's code layout: the functions that run at start-up and
 //! on a scrape (`link/startup-functions.txt`, made by
-//! `scripts/startup-order`) go together at the front of `.text`. The kernel
-//! maps code in 64 KiB windows around each first touch; scattered through
-//! 15 MiB of code, the 1.6 MiB that runs kept about 6.5 MiB of it resident
-//! at idle (docs/benchmarks.md, "Idle RSS: the code that runs, together").
+//! `scripts/startup-order`) go together into one section ahead of `.text`.
+//! The kernel maps code in 64 KiB windows around each first touch;
+//! scattered through 15 MiB of code, the 1.6 MiB that runs kept about
+//! 6.5 MiB of it resident at idle (docs/benchmarks.md, "Idle RSS: the code
+//! that runs, together").
 //!
-//! Only where the linker is LLD, Rust's default for x86_64 Linux since
-//! 1.90 (GNU ld has no such option); `MATRIXINFER_NO_CODE_LAYOUT=1` turns it
-//! off for a toolchain that links otherwise.
+//! The list goes to the linker as a script of input-section patterns, not
+//! as a `--symbol-ordering-file`: ThinLTO renames the local functions it
+//! shares between modules `<name>.llvm.<module hash>`, and that hash changes
+//! with any edit to the module and with the checkout's path, so an exact
+//! list made on one machine missed a sixth of its functions (many of them on
+//! the scrape path) in every other build. A pattern matches the name with
+//! any such suffix, and in `.text.unlikely.` too (cold-marked functions
+//! such as `RawVec::grow_one`, which run at start-up all the same).
+//!
+//! `MATRIXINFER_NO_CODE_LAYOUT=1` turns it off for a toolchain whose linker
+//! rejects the script.
 //!
 //! The same build packs the binary's relative relocations (`DT_RELR`, `-z
 //! pack-relative-relocs`): 560 KiB of `.rela.dyn` that the dynamic loader
@@ -17,7 +26,8 @@
 //! when the glibc this build links against is 2.36 or later.
 
 use std::env;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 #[path = "link/glibc_version.rs"]
 mod glibc_version;
@@ -37,12 +47,55 @@ fn main() {
     if glibc.is_some_and(|version| version >= (2, 36)) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
+    // The layout is for the binary that ships; debug builds link faster
+    // without 1,600 patterns to match.
+    if env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
     let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let order = Path::new(&dir).join(order);
-    // Names missing from this build (renamed, inlined) are skipped quietly.
-    println!(
-        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-        order.display()
-    );
-    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    let list = std::fs::read_to_string(Path::new(&dir).join(order))
+        .expect("link/startup-functions.txt is readable");
+    let script = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join("startup-functions.ld");
+    std::fs::write(&script, linker_script(&list)).expect("OUT_DIR is writable");
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
+}
+
+/// `.text` with the listed functions first, in the list's order, and every
+/// other function after them; the rest of the default layout unchanged.
+/// Rust puts every function in its own `.text.<symbol>` input section;
+/// names missing from this build (renamed, inlined) match nothing. (A
+/// section of their own ahead of `.text` would do as well for the kernel,
+/// but valgrind reads function names only in `.text`, and
+/// `scripts/startup-order` needs them.)
+fn linker_script(list: &str) -> String {
+    let mut script = String::from("SECTIONS {\n  .text : {\n");
+    let mut seen = std::collections::HashSet::new();
+    for name in list.lines().map(str::trim) {
+        if name.is_empty() || name.starts_with('#') {
+            continue;
+        }
+        let name = base_symbol(name);
+        // Anything but what mangled names are made of would be read as
+        // script syntax or a glob.
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'));
+        if !plain || !seen.insert(name) {
+            continue;
+        }
+        let _ = writeln!(
+            script,
+            "    *(.text.{name} .text.{name}.llvm.* .text.unlikely.{name} .text.unlikely.{name}.llvm.*)"
+        );
+    }
+    script.push_str("    *(.text .text.*)\n  }\n} INSERT BEFORE .init;\n");
+    script
+}
+
+/// A symbol without the suffixes that vary from build to build: ThinLTO's
+/// `.llvm.<hash>`, and callgrind's `'<depth>` on a recursive call.
+fn base_symbol(name: &str) -> &str {
+    let name = name.split_once('\'').map_or(name, |(name, _)| name);
+    name.split_once(".llvm.").map_or(name, |(name, _)| name)
 }
