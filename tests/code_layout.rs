@@ -188,7 +188,15 @@ fn code_that_ran_is_together(binary: &std::path::Path, listed_end: u64) {
         .unwrap();
     let low = u64::from_str_radix(low, 16).unwrap();
     let high = u64::from_str_radix(high, 16).unwrap();
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
+    let mut pagemap = match std::fs::File::open(format!("/proc/{pid}/pagemap")) {
+        Ok(file) => file,
+        // A hardened kernel (Yama's ptrace scope 3) may refuse it.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("resident code not checked: /proc/{pid}/pagemap: {e}");
+            return;
+        }
+        Err(e) => panic!("/proc/{pid}/pagemap: {e}"),
+    };
     let mut entries = vec![0u8; ((high - low) / PAGE * 8) as usize];
     pagemap.seek(SeekFrom::Start(low / PAGE * 8)).unwrap();
     pagemap.read_exact(&mut entries).unwrap();
