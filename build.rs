@@ -1,10 +1,9 @@
 //! The release binary's code layout: the functions that run at start-up and
 //! on a scrape (`link/startup-functions.txt`, made by
-//! `scripts/startup-order`) go together into one section ahead of `.text`.
-//! The kernel maps code in 64 KiB windows around each first touch;
-//! scattered through 15 MiB of code, the 1.6 MiB that runs kept about
-//! 6.5 MiB of it resident at idle (docs/benchmarks.md, "Idle RSS: the code
-//! that runs, together").
+//! `scripts/startup-order`) go together at the front of `.text`. The kernel
+//! maps code in 64 KiB windows around each first touch; scattered through
+//! 15 MiB of code, the 1.6 MiB that runs kept about 6.5 MiB of it resident
+//! at idle (docs/benchmarks.md, "Idle RSS: the code that runs, together").
 //!
 //! The list goes to the linker as a script of input-section patterns, not
 //! as a `--symbol-ordering-file`: ThinLTO renames the local functions it
