@@ -30,6 +30,10 @@ use std::path::{Path, PathBuf};
 
 #[path = "link/glibc_version.rs"]
 mod glibc_version;
+#[path = "link/symbol_name.rs"]
+mod symbol_name;
+
+use symbol_name::base_symbol;
 
 fn main() {
     let order = Path::new("link/startup-functions.txt");
@@ -40,6 +44,7 @@ fn main() {
         return;
     }
     println!("cargo:rerun-if-changed=link/glibc_version.rs");
+    println!("cargo:rerun-if-changed=link/symbol_name.rs");
     // The build machine's glibc is the one linked against (host = target).
     let glibc =
         glibc_version::glibc_version().filter(|_| env::var("HOST").as_deref() == Ok(&target));
@@ -90,11 +95,4 @@ fn linker_script(list: &str) -> String {
     }
     script.push_str("    *(.text .text.*)\n  }\n} INSERT BEFORE .init;\n");
     script
-}
-
-/// A symbol without the suffixes that vary from build to build: ThinLTO's
-/// `.llvm.<hash>`, and callgrind's `'<depth>` on a recursive call.
-fn base_symbol(name: &str) -> &str {
-    let name = name.split_once('\'').map_or(name, |(name, _)| name);
-    name.split_once(".llvm.").map_or(name, |(name, _)| name)
 }

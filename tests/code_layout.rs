@@ -20,6 +20,8 @@ const PAGE: u64 = 4096;
 
 #[path = "../link/glibc_version.rs"]
 mod glibc_version;
+#[path = "../link/symbol_name.rs"]
+mod symbol_name;
 
 /// Relative relocations packed (`DT_RELR`, build.rs) where the glibc the
 /// build links against loads them: `.rela.dyn`, which the dynamic loader
@@ -61,6 +63,7 @@ fn startup_functions_sit_together_at_the_front_of_the_code() {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(symbol_name::base_symbol)
         .collect();
     assert!(listed.len() > 500, "{} functions listed", listed.len());
 
@@ -75,7 +78,7 @@ fn startup_functions_sit_together_at_the_front_of_the_code() {
             && symbol.size() > 0
             && symbol.kind() == SymbolKind::Text
         {
-            let base = name.split_once(".llvm.").map_or(name, |(base, _)| base);
+            let base = symbol_name::base_symbol(name);
             if listed.contains(base) {
                 found
                     .entry(base)
