@@ -834,6 +834,52 @@ fn a_publisher_named_by_host_is_dialed_by_address_and_found_again() {
     assert!(!names.iter().any(|n| n.starts_with("tokio")), "{names:?}");
 }
 
+/// An engine that starts publishing after the sidecar is up, as every
+/// Pod's does: while nothing listens, the bridge only probes the
+/// publisher's addresses (no zeromq socket per attempt; its warning says
+/// so), and it finds the publisher once it listens.
+#[test]
+fn a_publisher_that_starts_after_the_sidecar_is_found() {
+    let redis = RedisServer::start();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let engine = Engine::flavor("vllm-v1").start();
+    let sidecar = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .arg("--kv-events-endpoint")
+        .arg(&format!("tcp://localhost:{port}"))
+        .arg("--redis-host")
+        .arg("127.0.0.1")
+        .arg("--redis-port")
+        .arg(&redis.port.to_string())
+        .start();
+    let bridge = Bridge {
+        sidecar,
+        _engine: engine,
+    };
+    eventually("the bridge reports no publisher yet", || {
+        bridge.sidecar.log().contains("KV events: no publisher at")
+    });
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_engine_connected"),
+        0.0
+    );
+    let mut publisher = Publisher::start_on(Some(port));
+    bridge.warm_up(&mut publisher, "kv-events");
+    assert_eq!(
+        bridge.metric("matrixinfer_runtime_kv_engine_connected"),
+        1.0
+    );
+    bridge.apply(
+        &mut publisher,
+        json!({ "events": [stored(json!([79]), &[7, 9])] }),
+    );
+    assert_block(&redis, "vllm", "79", publisher.std_hash(&[7, 9]));
+}
+
 #[test]
 fn the_subscriber_reconnects_after_an_engine_restart() {
     let redis = RedisServer::start();

@@ -25,8 +25,17 @@
 //! blocking-pool thread that lingers. Each attempt gives up after
 //! [`CONNECT_PATIENCE`], so that every address gets its turn and a name
 //! that moved is looked up again.
+//!
+//! Many engines never publish (vLLM only does when configured to), and
+//! what waiting for a publisher costs is its connection attempts: a
+//! refused one costs about half a millisecond of CPU on a 2-vCPU VM,
+//! most of it in the kernel, with zeromq or without. So a TCP address is first probed with one plain
+//! connect, and a zeromq socket, which retries a refused connection
+//! several times within its patience, is set up only once something
+//! listens there. Rounds of probes are at most [`PROBE_CAP`] apart: a
+//! publisher is found within that of listening.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +53,24 @@ use crate::upstream::Resolver;
 /// take (zeromq retries a refused connection inside it, backing off from
 /// 50 ms) before the next address is tried.
 pub const CONNECT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The longest wait between two rounds of probes while nothing listens.
+pub const PROBE_CAP: Duration = Duration::from_secs(5);
+
+/// How often, at most, the publisher's name is looked up again while
+/// nothing listens at its addresses.
+const LOOKUP_EVERY: Duration = Duration::from_secs(10);
+
+/// One address to dial.
+#[derive(Debug)]
+struct Candidate {
+    /// The zeromq endpoint.
+    endpoint: String,
+    /// The address the name resolved to, when the endpoint names a host.
+    ip: Option<IpAddr>,
+    /// Where to probe first: any TCP endpoint.
+    probe: Option<SocketAddr>,
+}
 
 /// A publisher named by host, and the resolver that looks the name up.
 #[derive(Debug)]
@@ -176,9 +203,22 @@ impl Subscriber {
     /// The endpoints to dial: the one given, or for a host name one per
     /// address it resolves to now (`localhost` is `::1` and `127.0.0.1`,
     /// and a publisher may listen on only one of them).
-    fn dial(&self) -> Result<Vec<(String, Option<IpAddr>)>, String> {
+    fn dial(&self) -> Result<Vec<Candidate>, String> {
         let Some(Named { resolver, port }) = &self.named else {
-            return Ok(vec![(self.endpoint.clone(), None)]);
+            let probe = match self.endpoint.parse::<zeromq::Endpoint>() {
+                Ok(zeromq::Endpoint::Tcp(zeromq::Host::Ipv4(ip), port)) => {
+                    Some(SocketAddr::new(ip.into(), port))
+                }
+                Ok(zeromq::Endpoint::Tcp(zeromq::Host::Ipv6(ip), port)) => {
+                    Some(SocketAddr::new(ip.into(), port))
+                }
+                _ => None,
+            };
+            return Ok(vec![Candidate {
+                endpoint: self.endpoint.clone(),
+                ip: None,
+                probe,
+            }]);
         };
         let mut ips: Vec<IpAddr> = Vec::new();
         for addr in resolver.addresses()?.iter() {
@@ -193,14 +233,19 @@ impl Subscriber {
                     IpAddr::V4(v4) => format!("tcp://{v4}:{port}"),
                     IpAddr::V6(v6) => format!("tcp://[{v6}]:{port}"),
                 };
-                (endpoint, Some(ip))
+                Candidate {
+                    endpoint,
+                    ip: Some(ip),
+                    probe: Some(SocketAddr::new(ip, *port)),
+                }
             })
             .collect())
     }
 
     /// The first connection, tried until it succeeds: every address in
-    /// turn, each for up to [`CONNECT_PATIENCE`], then again after a
-    /// backoff, looking the name up again.
+    /// turn (a TCP one only once a probe finds it listening), each for up
+    /// to [`CONNECT_PATIENCE`], then again after a backoff of up to
+    /// [`PROBE_CAP`]; the name is looked up again every [`LOOKUP_EVERY`].
     async fn connect(
         &mut self,
     ) -> (
@@ -211,9 +256,10 @@ impl Subscriber {
         let retry = RetryPolicy {
             attempts: u32::MAX,
             base: Duration::from_millis(200),
-            cap: Duration::from_secs(10),
+            cap: PROBE_CAP,
         };
         let mut failures = 0;
+        let mut looked_up = Instant::now();
         loop {
             let candidates = self.dial().unwrap_or_else(|e| {
                 if let Some(held) = self.warnings.check() {
@@ -225,7 +271,24 @@ impl Subscriber {
                 }
                 Vec::new()
             });
-            for (endpoint, ip) in candidates {
+            for Candidate {
+                endpoint,
+                ip,
+                probe,
+            } in candidates
+            {
+                if let Some(addr) = probe
+                    && let Err(e) = listening(addr).await
+                {
+                    if let Some(held) = self.warnings.check() {
+                        tracing::warn!(
+                            endpoint = %self.endpoint,
+                            repeats = held,
+                            "KV events: no publisher at {endpoint} yet ({e}); retrying"
+                        );
+                    }
+                    continue;
+                }
                 let mut options = SocketOptions::default();
                 // Connection refused is retried inside `connect`, backing
                 // off, for up to its patience.
@@ -249,8 +312,11 @@ impl Subscriber {
                     }
                 }
             }
-            if let Some(named) = &self.named {
+            if let Some(named) = &self.named
+                && looked_up.elapsed() >= LOOKUP_EVERY
+            {
                 named.resolver.refresh();
+                looked_up = Instant::now();
             }
             failures += 1;
             tokio::time::sleep(retry.backoff(failures)).await;
@@ -430,5 +496,40 @@ impl Subscriber {
         if let Some(held) = self.warnings.check() {
             tracing::warn!(endpoint = %self.endpoint, repeats = held, "KV events: {what}");
         }
+    }
+}
+
+/// Whether something accepts TCP connections at `addr`: a plain connect,
+/// closed at once, given up after [`CONNECT_PATIENCE`] (an address that
+/// drops packets answers nothing).
+async fn listening(addr: SocketAddr) -> std::io::Result<()> {
+    match tokio::time::timeout(CONNECT_PATIENCE, tokio::net::TcpStream::connect(addr)).await {
+        Ok(connected) => connected.map(drop),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_tells_a_listener_from_a_closed_port() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        // A port just freed: nothing listens there.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        runtime.block_on(async {
+            listening(open).await.unwrap();
+            let refused = listening(closed).await.unwrap_err();
+            assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        });
     }
 }
