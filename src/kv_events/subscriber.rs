@@ -29,11 +29,12 @@
 //! Many engines never publish (vLLM only does when configured to), and
 //! what waiting for a publisher costs is its connection attempts: a
 //! refused one costs about half a millisecond of CPU on a 2-vCPU VM,
-//! most of it in the kernel, with zeromq or without. So a TCP address is first probed with one plain
-//! connect, and a zeromq socket, which retries a refused connection
-//! several times within its patience, is set up only once something
-//! listens there. Rounds of probes are at most [`PROBE_CAP`] apart: a
-//! publisher is found within that of listening.
+//! most of it in the kernel, with zeromq or without. So a TCP address is
+//! first probed with one plain connect, and a zeromq socket, which
+//! retries a refused connection several times within its patience, is
+//! set up only once something listens there. Rounds of probes are at
+//! most [`PROBE_CAP`] apart: a publisher is found within that of
+//! listening.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
