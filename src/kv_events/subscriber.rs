@@ -32,9 +32,9 @@
 //! most of it in the kernel, with zeromq or without. So a TCP address is
 //! first probed with one plain connect, and a zeromq socket, which
 //! retries a refused connection several times within its patience, is
-//! set up only once something listens there. Rounds of probes are at
-//! most [`PROBE_CAP`] apart: a publisher is found within that of
-//! listening.
+//! set up only once something listens there. Rounds of probes back off
+//! to [`PROBE_CAP`] apart (no jitter: it is the Pod's own engine): a
+//! publisher is found within that of listening.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -245,7 +245,7 @@ impl Subscriber {
 
     /// The first connection, tried until it succeeds: every address in
     /// turn (a TCP one only once a probe finds it listening), each for up
-    /// to [`CONNECT_PATIENCE`], then again after a backoff of up to
+    /// to [`CONNECT_PATIENCE`], then again after a backoff growing to
     /// [`PROBE_CAP`]; the name is looked up again every [`LOOKUP_EVERY`].
     async fn connect(
         &mut self,
@@ -320,7 +320,9 @@ impl Subscriber {
                 looked_up = Instant::now();
             }
             failures += 1;
-            tokio::time::sleep(retry.backoff(failures)).await;
+            // Without jitter: one sidecar probes its own engine, and
+            // every round costs a few wakeups.
+            tokio::time::sleep(retry.ceiling(failures)).await;
         }
     }
 

@@ -30,11 +30,16 @@ impl RetryPolicy {
     /// uniformly random up to `base · 2^(attempt-1)`, capped, so that many
     /// transfers failing at once do not come back at once.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .base
+        self.ceiling(attempt).mul_f64(fastrand::f64())
+    }
+
+    /// The ceiling [`backoff`](Self::backoff) draws from: `base ·
+    /// 2^(attempt-1)`, capped. Waited out as it is where no crowd comes
+    /// back at once (a Pod's own engine), it is half as many attempts.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.cap);
-        ceiling.mul_f64(fastrand::f64())
+            .min(self.cap)
     }
 }
 
@@ -54,5 +59,8 @@ mod tests {
             assert!(policy.backoff(3) <= Duration::from_millis(400));
             assert!(policy.backoff(30) <= Duration::from_secs(1));
         }
+        assert_eq!(policy.ceiling(1), Duration::from_millis(100));
+        assert_eq!(policy.ceiling(3), Duration::from_millis(400));
+        assert_eq!(policy.ceiling(30), Duration::from_secs(1));
     }
 }
