@@ -259,6 +259,25 @@ impl Bridge {
         }
     }
 
+    /// A vLLM sidecar on the publisher named `tcp://localhost:{port}`, as
+    /// in a Pod, writing to `redis`.
+    pub(crate) fn on_localhost(port: u16, redis: &RedisServer) -> Bridge {
+        let engine = Engine::flavor("vllm-v1").start();
+        let sidecar = Sidecar::new("vllm", engine.addr)
+            .workers(1)
+            .arg("--kv-events-endpoint")
+            .arg(&format!("tcp://localhost:{port}"))
+            .arg("--redis-host")
+            .arg("127.0.0.1")
+            .arg("--redis-port")
+            .arg(&redis.port.to_string())
+            .start();
+        Bridge {
+            sidecar,
+            _engine: engine,
+        }
+    }
+
     /// A vLLM sidecar on the publisher's endpoint, with the Redis options
     /// and environment `configure` adds.
     pub(crate) fn start_configured(
@@ -792,21 +811,7 @@ fn a_publisher_named_by_host_is_dialed_by_address_and_found_again() {
     let redis = RedisServer::start();
     let mut publisher = Publisher::start();
     let port = publisher.port;
-    let named = format!("tcp://localhost:{port}");
-    let engine = Engine::flavor("vllm-v1").start();
-    let sidecar = Sidecar::new("vllm", engine.addr)
-        .workers(1)
-        .arg("--kv-events-endpoint")
-        .arg(&named)
-        .arg("--redis-host")
-        .arg("127.0.0.1")
-        .arg("--redis-port")
-        .arg(&redis.port.to_string())
-        .start();
-    let bridge = Bridge {
-        sidecar,
-        _engine: engine,
-    };
+    let bridge = Bridge::on_localhost(port, &redis);
     bridge.warm_up(&mut publisher, "kv-events");
     drop(publisher);
     eventually("the sidecar sees the engine go", || {
@@ -846,20 +851,7 @@ fn a_publisher_that_starts_after_the_sidecar_is_found() {
         .local_addr()
         .unwrap()
         .port();
-    let engine = Engine::flavor("vllm-v1").start();
-    let sidecar = Sidecar::new("vllm", engine.addr)
-        .workers(1)
-        .arg("--kv-events-endpoint")
-        .arg(&format!("tcp://localhost:{port}"))
-        .arg("--redis-host")
-        .arg("127.0.0.1")
-        .arg("--redis-port")
-        .arg(&redis.port.to_string())
-        .start();
-    let bridge = Bridge {
-        sidecar,
-        _engine: engine,
-    };
+    let bridge = Bridge::on_localhost(port, &redis);
     eventually("the bridge reports no publisher yet", || {
         bridge.sidecar.log().contains("KV events: no publisher at")
     });
