@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::Commands;
 use serde_json::{Value, json};
@@ -870,6 +870,44 @@ fn a_publisher_that_starts_after_the_sidecar_is_found() {
         json!({ "events": [stored(json!([79]), &[7, 9])] }),
     );
     assert_block(&redis, "vllm", "79", publisher.std_hash(&[7, 9]));
+}
+
+/// SIGTERM ends the wait between two rounds of probes at once. The wait
+/// blocks the subscriber's thread (one wakeup a round, where a tokio sleep
+/// took three or four), and the process joins that thread before it
+/// exits: a wait deaf to the signal would hold the exit for up to the
+/// probe cap (5 s). The log says when a 5 s wait starts; the signal
+/// follows within milliseconds.
+#[test]
+fn sigterm_ends_the_wait_for_a_publisher() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let engine = Engine::flavor("vllm-v1").size("4k").start();
+    let mut sidecar = Sidecar::new("vllm", engine.addr)
+        .workers(1)
+        .arg("--kv-events-endpoint")
+        .arg(&format!("tcp://127.0.0.1:{port}"))
+        .env(
+            "MATRIXINFER_LOG",
+            "info,matrixinfer_runtime::kv_events=debug",
+        )
+        .start();
+    eventually("the probes have backed off to 5 s apart", || {
+        sidecar.log().contains("KV events: next probe round in 5s")
+    });
+    let signalled = Instant::now();
+    sidecar.terminate();
+    let status = sidecar.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", sidecar.log());
+    assert!(
+        signalled.elapsed() < Duration::from_millis(2500),
+        "the exit waited {:?} for the probe's wait to end:\n{}",
+        signalled.elapsed(),
+        sidecar.log()
+    );
 }
 
 #[test]

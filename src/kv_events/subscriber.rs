@@ -34,7 +34,9 @@
 //! socket, which retries a refused connection several times within its
 //! patience, is set up only once something listens there. Rounds of
 //! probes back off to [`PROBE_CAP`] apart (no jitter: it is the Pod's own
-//! engine): a publisher is found within that of listening.
+//! engine): a publisher is found within that of listening. Between
+//! rounds the thread waits on the shutdown signal, not on tokio's timer:
+//! one wakeup a round instead of three or four.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -148,7 +150,7 @@ impl Subscriber {
         };
         runtime.block_on(async {
             tokio::select! {
-                () = async { loop { self.subscribe().await } } => {}
+                () = async { loop { self.subscribe(&shutdown).await } } => {}
                 () = shutdown.wait() => {}
             }
         });
@@ -157,9 +159,9 @@ impl Subscriber {
 
     /// Connects and reads; returns when the publisher's name has moved to
     /// other addresses while it was away.
-    async fn subscribe(&mut self) {
+    async fn subscribe(&mut self, shutdown: &Shutdown) {
         // The monitor reports this first connection too.
-        let (mut socket, mut events, dialed) = self.connect().await;
+        let (mut socket, mut events, dialed) = self.connect(shutdown).await;
         // The socket reconnects by itself from here on, to the address it
         // dialed; after a disconnection the name is looked up again, and
         // the socket is replaced if the address is no longer among it.
@@ -247,8 +249,10 @@ impl Subscriber {
     /// turn (a TCP one only once a probe finds it listening), each for up
     /// to [`CONNECT_PATIENCE`], then again after a backoff growing to
     /// [`PROBE_CAP`]; the name is looked up again every [`LOOKUP_EVERY`].
+    /// Pends for ever once `shutdown` is triggered (the caller races it).
     async fn connect(
         &mut self,
+        shutdown: &Shutdown,
     ) -> (
         SubSocket,
         impl Stream<Item = SocketEvent> + Unpin + use<>,
@@ -320,9 +324,17 @@ impl Subscriber {
                 looked_up = Instant::now();
             }
             failures += 1;
-            // Without jitter: one sidecar probes its own engine, and
-            // every round costs a few wakeups.
-            tokio::time::sleep(retry.ceiling(failures)).await;
+            // Without jitter: one sidecar probes its own engine. The wait
+            // blocks this thread rather than sleeping on tokio's timer,
+            // whose wheel fires a 5 s sleep through its levels: three or
+            // four wakeups for one wait (strace). Nothing else runs on
+            // this runtime before a connection (an earlier socket, if
+            // any, has been dropped), and shutdown ends the wait.
+            let wait = retry.ceiling(failures);
+            tracing::debug!(endpoint = %self.endpoint, "KV events: next probe round in {wait:?}");
+            if shutdown.wait_timeout(wait) {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
