@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use crate::prom::expo;
 use crate::shutdown::Shutdown;
 use crate::stats::{Histogram, MetricsSection};
-use crate::upstream::Resolver;
+use crate::upstream::{EnginePresence, Resolver};
 
 pub use connection::ConnectError;
 pub use decode::{Batch, BlockHash, Event, EventKind, decode_batch};
@@ -92,11 +92,13 @@ pub enum StartError {
 impl KvEvents {
     /// Starts the subscriber and the writer; both stop on `shutdown`, the
     /// writer once what is queued is written (or Redis proves away). A
-    /// publisher on the engine's host is looked up by `engine`'s thread.
+    /// publisher on the engine's host is looked up by `engine`'s thread;
+    /// `presence` says whether the engine answers the workers.
     pub fn start(
         config: KvEventsConfig,
         shutdown: Arc<Shutdown>,
         engine: &Arc<Resolver>,
+        presence: Arc<EnginePresence>,
     ) -> Result<KvEvents, StartError> {
         let stats = Arc::new(KvStats::default());
         let (tx, rx) = mpsc::sync_channel(config.buffer.max(1));
@@ -133,6 +135,7 @@ impl KvEvents {
             config.replay_endpoint.as_deref(),
             queue,
             named,
+            presence,
         )
         .map_err(|(endpoint, source)| StartError::Endpoint { endpoint, source })?;
         let writer = std::thread::Builder::new()

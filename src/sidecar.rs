@@ -16,7 +16,7 @@ use crate::net::UrlError;
 use crate::runtime::{self, DriverChoice, IoDriver, Workers};
 use crate::shutdown::Shutdown;
 use crate::stats::{MetricsSection, Stats};
-use crate::upstream::{EngineClient, Resolver};
+use crate::upstream::{EngineClient, EnginePresence, Resolver};
 
 /// How long the start waits for the first lookup of the engine's name
 /// before it listens anyway (scrapes answer 502 until the name resolves).
@@ -171,10 +171,11 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
         filters.clone(),
     ];
     crate::startup::mark("jobs_and_lora");
+    let presence = Arc::new(EnginePresence::default());
     let kv_events = match config.kv_events.clone() {
         Some(kv) => {
-            let bridge =
-                KvEvents::start(kv, shutdown.clone(), &resolver).map_err(StartError::KvEvents)?;
+            let bridge = KvEvents::start(kv, shutdown.clone(), &resolver, presence.clone())
+                .map_err(StartError::KvEvents)?;
             sections.push(bridge.stats());
             Some(bridge)
         }
@@ -194,7 +195,8 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
     let timeout = config.request_timeout;
     let worker_stats = stats.clone();
     let workers = runtime::start("worker", config.io_driver, listeners, move |start| {
-        let engine = EngineClient::new(endpoint.clone(), resolver.clone(), &metrics_path, timeout);
+        let engine = EngineClient::new(endpoint.clone(), resolver.clone(), &metrics_path, timeout)
+            .reporting_to(presence.clone());
         let app = Rc::new(App::new(
             start.index,
             worker_stats.clone(),

@@ -20,6 +20,7 @@ mod resolver;
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -145,6 +146,39 @@ pub struct EngineClient {
     health: Prepared,
     idle: RefCell<Vec<TcpStream>>,
     resolver: Arc<Resolver>,
+    presence: Option<Arc<EnginePresence>>,
+}
+
+/// Whether the engine answered the last request a worker sent it: set by
+/// the engine clients, read by what paces itself by the engine (the KV
+/// subscriber probes less often for a publisher once the engine answers
+/// without one).
+#[derive(Debug, Default)]
+pub struct EnginePresence(AtomicU8);
+
+impl EnginePresence {
+    const ANSWERED: u8 = 1;
+    const FAILED: u8 = 2;
+
+    /// Whether the engine answered the last request; `None` before the
+    /// first.
+    pub fn answering(&self) -> Option<bool> {
+        match self.0.load(Relaxed) {
+            Self::ANSWERED => Some(true),
+            Self::FAILED => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Records how the last request went.
+    pub fn record(&self, answered: bool) {
+        let state = if answered {
+            Self::ANSWERED
+        } else {
+            Self::FAILED
+        };
+        self.0.store(state, Relaxed);
+    }
 }
 
 /// A request written out once at start.
@@ -195,7 +229,14 @@ impl EngineClient {
             health,
             idle: RefCell::new(Vec::new()),
             resolver,
+            presence: None,
         }
+    }
+
+    /// Records in `presence` whether each request got an answer.
+    pub fn reporting_to(mut self, presence: Arc<EnginePresence>) -> EngineClient {
+        self.presence = Some(presence);
+        self
     }
 
     /// The URL of `target`, for messages.
@@ -213,6 +254,18 @@ impl EngineClient {
     /// Sends a GET and reads the response head. `buf` is the read buffer
     /// the exchange works in.
     pub async fn get<'a>(
+        &'a self,
+        target: Target,
+        buf: &'a mut Vec<u8>,
+    ) -> Result<Exchange<'a>, UpstreamError> {
+        let answer = self.send(target, buf).await;
+        if let Some(presence) = &self.presence {
+            presence.record(answer.is_ok());
+        }
+        answer
+    }
+
+    async fn send<'a>(
         &'a self,
         target: Target,
         buf: &'a mut Vec<u8>,

@@ -910,6 +910,66 @@ fn sigterm_ends_the_wait_for_a_publisher() {
     );
 }
 
+/// An engine that answers the workers round after round while nothing
+/// listens at its KV endpoint has no publisher (vLLM and SGLang bind
+/// theirs before their API serves): after three rounds at the 5 s cap the
+/// subscriber says so and waits 60 s between rounds. Beside it, a sidecar
+/// whose engine does not answer (one that is still loading, say) keeps
+/// probing every 5 s.
+#[test]
+fn an_engine_that_answers_without_a_publisher_is_probed_less_often() {
+    let closed_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let engine = Engine::flavor("vllm-v1").size("4k").start();
+    let sidecar = |upstream: SocketAddr| {
+        Sidecar::new("vllm", upstream)
+            .workers(1)
+            .arg("--kv-events-endpoint")
+            .arg(&format!("tcp://127.0.0.1:{}", closed_port()))
+            .env(
+                "MATRIXINFER_LOG",
+                "info,matrixinfer_runtime::kv_events=debug",
+            )
+            .start()
+    };
+    let answered = sidecar(engine.addr);
+    let silent = sidecar(SocketAddr::from(([127, 0, 0, 1], closed_port())));
+    // Six rounds reach the 5 s cap (6.2 s), three more at it (15 s).
+    let deadline = Instant::now() + Duration::from_secs(22) + patience();
+    let said = "KV events: the engine answers but publishes no KV events here";
+    while !answered.log().contains(said) {
+        assert!(
+            Instant::now() < deadline,
+            "no change of pace:\n{}",
+            answered.log()
+        );
+        // Prometheus' part: the workers ask the engine.
+        assert_eq!(get(answered.addr, "/metrics").status, 200);
+        assert_eq!(get(silent.addr, "/metrics").status, 502);
+        thread::sleep(Duration::from_millis(500));
+    }
+    eventually("the next wait is the long one", || {
+        answered
+            .log()
+            .contains("KV events: next probe round in 60s")
+    });
+    eventually(
+        "the other keeps its rounds 5 s apart, three of them",
+        || silent.log().matches("next probe round in 5s").count() >= 3,
+    );
+    let silent_log = silent.log();
+    assert!(!silent_log.contains(said), "{silent_log}");
+    assert!(
+        !silent_log.contains("next probe round in 60s"),
+        "{silent_log}"
+    );
+}
+
 #[test]
 fn the_subscriber_reconnects_after_an_engine_restart() {
     let redis = RedisServer::start();

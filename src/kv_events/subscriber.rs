@@ -36,7 +36,11 @@
 //! probes back off to [`PROBE_CAP`] apart (no jitter: it is the Pod's own
 //! engine): a publisher is found within that of listening. Between
 //! rounds the thread waits on the shutdown signal, not on tokio's timer:
-//! one wakeup a round instead of three or four.
+//! one wakeup a round instead of three or four. And once the engine has
+//! answered the workers for [`ENGINE_UP_ROUNDS`] rounds at that cap with
+//! nothing listening, it has no publisher (vLLM and SGLang bind theirs
+//! before their API serves): rounds go [`ENGINE_UP_CAP`] apart until it
+//! stops answering.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -50,7 +54,7 @@ use super::replay::{Replay, ReplayError};
 use super::{DecodeError, KvStats, Queue, Queued, Throttle, decode_batch};
 use crate::net::RetryPolicy;
 use crate::shutdown::Shutdown;
-use crate::upstream::Resolver;
+use crate::upstream::{EnginePresence, Resolver};
 
 /// How long one attempt to reach one of the publisher's addresses may
 /// take (zeromq retries a refused connection inside it, backing off from
@@ -63,6 +67,13 @@ pub const PROBE_CAP: Duration = Duration::from_secs(5);
 /// How often, at most, the publisher's name is looked up again while
 /// nothing listens at its addresses.
 const LOOKUP_EVERY: Duration = Duration::from_secs(10);
+
+/// Rounds at [`PROBE_CAP`] that find no publisher while the engine
+/// answers the workers, after which the engine is taken to have none.
+pub const ENGINE_UP_ROUNDS: u32 = 3;
+
+/// The wait between rounds once the engine is taken to have no publisher.
+pub const ENGINE_UP_CAP: Duration = Duration::from_secs(60);
 
 /// One address to dial.
 #[derive(Debug)]
@@ -100,6 +111,8 @@ pub struct Subscriber {
     /// still has to deliver (and which are then skipped).
     replayed: Option<RangeInclusive<u64>>,
     warnings: Throttle,
+    /// Whether the engine answers the workers.
+    engine: Arc<EnginePresence>,
 }
 
 /// Why an endpoint is not one (zeromq does not export the type's name).
@@ -114,6 +127,7 @@ impl Subscriber {
         replay: Option<&str>,
         queue: Queue,
         named: Option<Named>,
+        engine: Arc<EnginePresence>,
     ) -> Result<Subscriber, (String, EndpointError)> {
         for endpoint in std::iter::once(endpoint).chain(replay) {
             endpoint
@@ -130,6 +144,7 @@ impl Subscriber {
             replay: replay.map(str::to_owned),
             replayed: None,
             warnings: Throttle::new(Duration::from_secs(30)),
+            engine,
         })
     }
 
@@ -264,6 +279,7 @@ impl Subscriber {
             cap: PROBE_CAP,
         };
         let mut failures = 0;
+        let mut engine_up_rounds = 0;
         let mut looked_up = Instant::now();
         loop {
             let candidates = self.dial().unwrap_or_else(|e| {
@@ -324,13 +340,33 @@ impl Subscriber {
                 looked_up = Instant::now();
             }
             failures += 1;
+            let mut wait = retry.ceiling(failures);
+            // vLLM and SGLang bind their publisher before their API
+            // serves: an engine that has answered the workers for rounds
+            // with nothing listening has none, and will not have one
+            // before it restarts (when it stops answering for a while,
+            // and rounds go back to the short wait).
+            match self.engine.answering() {
+                Some(true) if wait == PROBE_CAP => engine_up_rounds += 1,
+                Some(true) => {}
+                _ => engine_up_rounds = 0,
+            }
+            if engine_up_rounds >= ENGINE_UP_ROUNDS {
+                if engine_up_rounds == ENGINE_UP_ROUNDS {
+                    tracing::info!(
+                        endpoint = %self.endpoint,
+                        "KV events: the engine answers but publishes no KV events here; \
+                         looking for a publisher every {ENGINE_UP_CAP:?} while it does"
+                    );
+                }
+                wait = ENGINE_UP_CAP;
+            }
             // Without jitter: one sidecar probes its own engine. The wait
             // blocks this thread rather than sleeping on tokio's timer,
             // whose wheel fires a 5 s sleep through its levels: three or
             // four wakeups for one wait (strace). Nothing else runs on
             // this runtime before a connection (an earlier socket, if
             // any, has been dropped), and shutdown ends the wait.
-            let wait = retry.ceiling(failures);
             tracing::debug!(endpoint = %self.endpoint, "KV events: next probe round in {wait:?}");
             if shutdown.wait_timeout(wait) {
                 std::future::pending::<()>().await;
