@@ -846,11 +846,7 @@ fn a_publisher_named_by_host_is_dialed_by_address_and_found_again() {
 #[test]
 fn a_publisher_that_starts_after_the_sidecar_is_found() {
     let redis = RedisServer::start();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port().port();
     let bridge = Bridge::on_localhost(port, &redis);
     eventually("the bridge reports no publisher yet", || {
         bridge.sidecar.log().contains("KV events: no publisher at")
@@ -880,11 +876,7 @@ fn a_publisher_that_starts_after_the_sidecar_is_found() {
 /// follows within milliseconds.
 #[test]
 fn sigterm_ends_the_wait_for_a_publisher() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = closed_port().port();
     let engine = Engine::flavor("vllm-v1").size("4k").start();
     let mut sidecar = Sidecar::new("vllm", engine.addr)
         .workers(1)
@@ -918,19 +910,12 @@ fn sigterm_ends_the_wait_for_a_publisher() {
 /// probing every 5 s.
 #[test]
 fn an_engine_that_answers_without_a_publisher_is_probed_less_often() {
-    let closed_port = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
     let engine = Engine::flavor("vllm-v1").size("4k").start();
     let sidecar = |upstream: SocketAddr| {
         Sidecar::new("vllm", upstream)
             .workers(1)
             .arg("--kv-events-endpoint")
-            .arg(&format!("tcp://127.0.0.1:{}", closed_port()))
+            .arg(&format!("tcp://127.0.0.1:{}", closed_port().port()))
             .env(
                 "MATRIXINFER_LOG",
                 "info,matrixinfer_runtime::kv_events=debug",
@@ -938,7 +923,7 @@ fn an_engine_that_answers_without_a_publisher_is_probed_less_often() {
             .start()
     };
     let answered = sidecar(engine.addr);
-    let silent = sidecar(SocketAddr::from(([127, 0, 0, 1], closed_port())));
+    let silent = sidecar(closed_port());
     // Six rounds reach the 5 s cap (6.2 s), three more at it (15 s).
     let deadline = Instant::now() + Duration::from_secs(22) + patience();
     let said = "KV events: the engine answers but publishes no KV events here";

@@ -278,6 +278,13 @@ impl Subscriber {
             base: Duration::from_millis(200),
             cap: PROBE_CAP,
         };
+        // At start the name's first lookup is under way: wait for it here
+        // (this thread has nothing else to do) rather than warn that the
+        // name does not resolve yet, which would also hold back the next
+        // warning, the one that says nothing listens, for 30 s.
+        if let Some(named) = &self.named {
+            let _ = named.resolver.wait_first(CONNECT_PATIENCE);
+        }
         let mut failures = 0;
         let mut engine_up_rounds = 0;
         let mut looked_up = Instant::now();
