@@ -924,7 +924,8 @@ fn an_engine_that_answers_without_a_publisher_is_probed_less_often() {
     };
     let answered = sidecar(engine.addr);
     let silent = sidecar(closed_port());
-    // Six rounds reach the 5 s cap (6.2 s), three more at it (15 s).
+    // The waits reach the 5 s cap after 6.2 s; the third round at it
+    // switches, at about 16 s.
     let deadline = Instant::now() + Duration::from_secs(22) + patience();
     let said = "KV events: the engine answers but publishes no KV events here";
     while !answered.log().contains(said) {
