@@ -28,8 +28,9 @@
 //!
 //! Many engines never publish (vLLM only does when configured to), and
 //! what waiting for a publisher costs is its connection attempts and the
-//! wakeups around them: about half a millisecond of CPU each on a 2-vCPU
-//! VM, with zeromq or without (the refused connect itself is 9 µs). So a
+//! wakeups around them: a quarter to half a millisecond of CPU a round
+//! on a 2-vCPU VM, with zeromq or without (the refused connect itself is
+//! 9 µs). So a
 //! TCP address is first probed with one plain connect, and a zeromq
 //! socket, which retries a refused connection several times within its
 //! patience, is set up only once something listens there. Rounds of
@@ -273,11 +274,6 @@ impl Subscriber {
         impl Stream<Item = SocketEvent> + Unpin + use<>,
         Option<IpAddr>,
     ) {
-        let retry = RetryPolicy {
-            attempts: u32::MAX,
-            base: Duration::from_millis(200),
-            cap: PROBE_CAP,
-        };
         // At start the name's first lookup is under way: wait for it here
         // (this thread has nothing else to do) rather than warn that the
         // name does not resolve yet, which would also hold back the next
@@ -285,8 +281,7 @@ impl Subscriber {
         if let Some(named) = &self.named {
             let _ = named.resolver.wait_first(CONNECT_PATIENCE);
         }
-        let mut failures = 0;
-        let mut engine_up_rounds = 0;
+        let mut pace = Pace::default();
         let mut looked_up = Instant::now();
         loop {
             let candidates = self.dial().unwrap_or_else(|e| {
@@ -346,34 +341,19 @@ impl Subscriber {
                 named.resolver.refresh();
                 looked_up = Instant::now();
             }
-            failures += 1;
-            let mut wait = retry.ceiling(failures);
-            // vLLM and SGLang bind their publisher before their API
-            // serves: an engine that has answered the workers for rounds
-            // with nothing listening has none, and will not have one
-            // before it restarts (when it stops answering for a while,
-            // and rounds go back to the short wait).
-            match self.engine.answering() {
-                Some(true) if wait == PROBE_CAP => engine_up_rounds += 1,
-                Some(true) => {}
-                _ => engine_up_rounds = 0,
+            let (wait, no_publisher) = pace.after_round(self.engine.answering());
+            if no_publisher {
+                tracing::info!(
+                    endpoint = %self.endpoint,
+                    "KV events: the engine answers but publishes no KV events here; \
+                     looking for a publisher every {ENGINE_UP_CAP:?} while it does"
+                );
             }
-            if engine_up_rounds >= ENGINE_UP_ROUNDS {
-                if engine_up_rounds == ENGINE_UP_ROUNDS {
-                    tracing::info!(
-                        endpoint = %self.endpoint,
-                        "KV events: the engine answers but publishes no KV events here; \
-                         looking for a publisher every {ENGINE_UP_CAP:?} while it does"
-                    );
-                }
-                wait = ENGINE_UP_CAP;
-            }
-            // Without jitter: one sidecar probes its own engine. The wait
-            // blocks this thread rather than sleeping on tokio's timer,
-            // whose wheel fires a 5 s sleep through its levels: three or
-            // four wakeups for one wait (strace). Nothing else runs on
-            // this runtime before a connection (an earlier socket, if
-            // any, has been dropped), and shutdown ends the wait.
+            // The wait blocks this thread rather than sleeping on tokio's
+            // timer, whose wheel fires a 5 s sleep through its levels:
+            // three or four wakeups for one wait (strace). Nothing else
+            // runs on this runtime before a connection (an earlier socket,
+            // if any, has been dropped), and shutdown ends the wait.
             tracing::debug!(endpoint = %self.endpoint, "KV events: next probe round in {wait:?}");
             if shutdown.wait_timeout(wait) {
                 std::future::pending::<()>().await;
@@ -557,6 +537,43 @@ impl Subscriber {
     }
 }
 
+/// How long the subscriber waits after a round of probes that found no
+/// publisher. Without jitter: one sidecar probes its own engine.
+#[derive(Debug, Default)]
+struct Pace {
+    /// Rounds so far.
+    rounds: u32,
+    /// Rounds in a row at [`PROBE_CAP`] after which the engine answered.
+    engine_up_rounds: u32,
+}
+
+impl Pace {
+    /// The wait after one more round, given whether the engine answers
+    /// the workers; true on the round that takes the engine to have no
+    /// publisher. vLLM and SGLang bind theirs before their API serves, so
+    /// an engine that has answered for [`ENGINE_UP_ROUNDS`] rounds with
+    /// nothing listening has none until it restarts (when it stops
+    /// answering for a while, and the waits are short again).
+    fn after_round(&mut self, engine_answering: Option<bool>) -> (Duration, bool) {
+        const RETRY: RetryPolicy = RetryPolicy {
+            attempts: u32::MAX,
+            base: Duration::from_millis(200),
+            cap: PROBE_CAP,
+        };
+        self.rounds += 1;
+        let wait = RETRY.ceiling(self.rounds);
+        match engine_answering {
+            Some(true) if wait == PROBE_CAP => self.engine_up_rounds += 1,
+            Some(true) => {}
+            _ => self.engine_up_rounds = 0,
+        }
+        match self.engine_up_rounds {
+            n if n < ENGINE_UP_ROUNDS => (wait, false),
+            n => (ENGINE_UP_CAP, n == ENGINE_UP_ROUNDS),
+        }
+    }
+}
+
 /// Whether something accepts TCP connections at `addr`: a plain connect,
 /// closed at once, given up after [`CONNECT_PATIENCE`] (an address that
 /// drops packets answers nothing).
@@ -570,6 +587,32 @@ async fn listening(addr: SocketAddr) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_back_off_and_slow_down_once_the_engine_answers_without_a_publisher() {
+        let ms = Duration::from_millis;
+        let mut pace = Pace::default();
+        // Nothing known of the engine (no scrape yet): up to the cap.
+        let waits: Vec<_> = (0..7).map(|_| pace.after_round(None)).collect();
+        let short = [200, 400, 800, 1600, 3200, 5000, 5000].map(|m| (ms(m), false));
+        assert_eq!(waits, short);
+        // The engine answers: three more rounds at the cap, then the long
+        // wait, announced once.
+        assert_eq!(pace.after_round(Some(true)), (PROBE_CAP, false));
+        assert_eq!(pace.after_round(Some(true)), (PROBE_CAP, false));
+        assert_eq!(pace.after_round(Some(true)), (ENGINE_UP_CAP, true));
+        assert_eq!(pace.after_round(Some(true)), (ENGINE_UP_CAP, false));
+        // It stops answering (a restart): short again, and three rounds
+        // of answers are needed before the long wait comes back.
+        assert_eq!(pace.after_round(Some(false)), (PROBE_CAP, false));
+        assert_eq!(pace.after_round(Some(true)), (PROBE_CAP, false));
+        assert_eq!(pace.after_round(Some(true)), (PROBE_CAP, false));
+        assert_eq!(pace.after_round(Some(true)), (ENGINE_UP_CAP, true));
+        // Answers before the cap do not count.
+        let mut early = Pace::default();
+        assert_eq!(early.after_round(Some(true)), (ms(200), false));
+        assert_eq!(early.engine_up_rounds, 0);
+    }
 
     #[test]
     fn a_probe_tells_a_listener_from_a_closed_port() {
