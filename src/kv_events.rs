@@ -23,6 +23,7 @@
 pub mod connection;
 pub mod decode;
 pub mod hash;
+mod probe;
 mod replay;
 mod subscriber;
 mod writer;
