@@ -17,6 +17,11 @@ RUN cargo build --release --locked --target wasm32-unknown-unknown --manifest-pa
           wasm-filters/target/wasm32-unknown-unknown/release/mean_gauge.wasm /filters/
 
 FROM rust:1.95-bookworm AS build
+# ISA-L (the gzip encoder) is built from source: autotools, and nasm for
+# its x86 kernels (scripts/build-deps).
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nasm autoconf automake libtool make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits do not rebuild them: a stub
 # crate with the test and bench targets taken out of the manifest (their

@@ -6,8 +6,9 @@
 //!   at levels 1, 2, 4 and 6;
 //! - libdeflate (whole buffers only: streaming would mean one gzip member
 //!   per chunk), at levels 1, 4 and 6;
-//! - the sidecar's own encoder ([`GzipEncoder`]) fed in 32 KiB pieces as
-//!   the relabeler feeds it.
+//! - ISA-L's igzip through isal-rs, streaming, at levels 0, 1 and 3;
+//! - the sidecar's own encoder ([`GzipEncoder`], igzip level 1 since
+//!   zlib-rs level 1) fed in 32 KiB pieces as the relabeler feeds it.
 //!
 //! The sizes are printed once per payload before the timings:
 //! `gzip-size <payload> <compressor> <bytes>`.
@@ -60,6 +61,18 @@ fn libdeflate(input: &[u8], compressor: &mut libdeflater::Compressor, out: &mut 
     compressor.gzip_compress(input, out).unwrap()
 }
 
+fn igzip(input: &[u8], encoder: &mut isal::write::Encoder<Vec<u8>>, out: &mut Vec<u8>) -> usize {
+    use std::io::Write;
+    encoder.get_ref_mut().clear();
+    for piece in input.chunks(32 * 1024) {
+        encoder.write_all(piece).unwrap();
+    }
+    encoder.flush().unwrap();
+    out.clear();
+    out.append(encoder.get_ref_mut());
+    out.len()
+}
+
 fn ours(input: &[u8], encoder: &mut GzipEncoder, out: &mut Vec<u8>) -> usize {
     encoder.reset();
     out.clear();
@@ -96,6 +109,20 @@ fn gzip(c: &mut Criterion) {
             );
             group.bench_with_input(BenchmarkId::new(name, label), &payload, |b, p| {
                 b.iter(|| libdeflate(black_box(p), &mut compressor, &mut out))
+            });
+        }
+        for (level, name) in [
+            (isal::CompressionLevel::Zero, "igzip-0"),
+            (isal::CompressionLevel::One, "igzip-1"),
+            (isal::CompressionLevel::Three, "igzip-3"),
+        ] {
+            let mut encoder = isal::write::Encoder::new(Vec::new(), level, isal::Codec::Gzip);
+            println!(
+                "gzip-size {label} {name} {}",
+                igzip(&payload, &mut encoder, &mut out)
+            );
+            group.bench_with_input(BenchmarkId::new(name, label), &payload, |b, p| {
+                b.iter(|| igzip(black_box(p), &mut encoder, &mut out))
             });
         }
         let mut encoder = GzipEncoder::default();
