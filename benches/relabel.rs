@@ -128,6 +128,7 @@ fn evict(other: &mut [u8]) {
 
 fn bench(c: &mut Criterion) {
     let payloads = payloads();
+    let mut other = vec![0u8; EVICT];
     let mut group = c.benchmark_group("metrics");
     for (name, table, body) in &payloads {
         group.throughput(Throughput::Bytes(body.len() as u64));
@@ -151,7 +152,6 @@ fn bench(c: &mut Criterion) {
             |b, body| b.iter(|| relabel_in_chunks(&mut relabeler, black_box(body), &mut out)),
         );
         // Every run after the caches were emptied (not timed).
-        let mut other = vec![0u8; EVICT];
         group.bench_with_input(BenchmarkId::new("relabel_cold", name), body, |b, body| {
             b.iter_batched(
                 || evict(&mut other),
