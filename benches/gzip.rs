@@ -22,7 +22,10 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use flate2::{Compress, Compression, FlushCompress};
 use matrixinfer_runtime::http::gzip::GzipEncoder;
 use sim::payload::{Flavor, Payload, PayloadSpec};
@@ -99,6 +102,25 @@ fn evict(other: &mut [u8]) {
     black_box(other);
 }
 
+/// A `-cold` row: `compress` timed on `payload`, the caches emptied
+/// before each run.
+fn bench_cold(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    label: &str,
+    payload: &[u8],
+    other: &mut [u8],
+    mut compress: impl FnMut(&[u8]) -> usize,
+) {
+    group.bench_with_input(BenchmarkId::new(name, label), payload, |b, p| {
+        b.iter_batched(
+            || evict(other),
+            |()| compress(black_box(p)),
+            BatchSize::PerIteration,
+        )
+    });
+}
+
 fn gzip(c: &mut Criterion) {
     let mut group = c.benchmark_group("gzip");
     let mut out = Vec::new();
@@ -141,20 +163,17 @@ fn gzip(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(name, label), &payload, |b, p| {
                 b.iter(|| igzip(black_box(p), &mut encoder, &mut out))
             });
-            if name == "igzip-0" {
-                group.bench_with_input(
-                    BenchmarkId::new("igzip-0-cold", label),
-                    &payload,
-                    |b, p| {
-                        b.iter_batched(
-                            || evict(&mut other),
-                            |()| igzip(black_box(p), &mut encoder, &mut out),
-                            criterion::BatchSize::PerIteration,
-                        )
-                    },
-                );
-            }
         }
+        let mut level0 =
+            isal::write::Encoder::new(Vec::new(), isal::CompressionLevel::Zero, isal::Codec::Gzip);
+        bench_cold(
+            &mut group,
+            "igzip-0-cold",
+            label,
+            &payload,
+            &mut other,
+            |p| igzip(p, &mut level0, &mut out),
+        );
         let mut encoder = GzipEncoder::default();
         println!(
             "gzip-size {label} sidecar {}",
@@ -165,16 +184,13 @@ fn gzip(c: &mut Criterion) {
             &payload,
             |b, p| b.iter(|| ours(black_box(p), &mut encoder, &mut out)),
         );
-        group.bench_with_input(
-            BenchmarkId::new("sidecar-encoder-cold", label),
+        bench_cold(
+            &mut group,
+            "sidecar-encoder-cold",
+            label,
             &payload,
-            |b, p| {
-                b.iter_batched(
-                    || evict(&mut other),
-                    |()| ours(black_box(p), &mut encoder, &mut out),
-                    criterion::BatchSize::PerIteration,
-                )
-            },
+            &mut other,
+            |p| ours(p, &mut encoder, &mut out),
         );
     }
     group.finish();
