@@ -5,17 +5,24 @@
 //! check alone; and the cost of building an instance (paid at start and after a failure, never per
 //! scrape).
 //!
+//! Relabel alone and the pass-through answering "unchanged" over every
+//! family are also timed cold (`_cold`), every cache emptied before each
+//! run ([`common`]), as a scrape finds them.
+//!
 //! Needs the filters built:
 //! `cargo build --release --target wasm32-unknown-unknown --manifest-path wasm-filters/Cargo.toml`
 //! with `CARGO_TARGET_DIR=target/wasm-filters` (or set MATRIXINFER_FILTERS_DIR).
 //!
 //! Run: `cargo bench --bench filter`
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use common::Evictor;
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use matrixinfer_runtime::filter::validate::{Checker, Presence, Scope};
 use matrixinfer_runtime::filter::{
     FilterChain, FilterHost, FilterLimits, FilterSet, FilterSpec, Routes, host,
@@ -109,6 +116,7 @@ fn bench(c: &mut Criterion) {
         return;
     }
     let five_selectors = FIVE.join("\n");
+    let mut evictor = Evictor::new();
     let mut group = c.benchmark_group("filter");
     for (label, size) in [("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
         let body = payload(size);
@@ -120,6 +128,17 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("relabel_only", label), &body, |b, body| {
             b.iter(|| scrape(&mut plain, &mut routes, None, black_box(body), &mut out))
         });
+        group.bench_with_input(
+            BenchmarkId::new("relabel_only_cold", label),
+            &body,
+            |b, body| {
+                b.iter_batched(
+                    || evictor.evict(),
+                    |()| scrape(&mut plain, &mut routes, None, black_box(body), &mut out),
+                    BatchSize::PerIteration,
+                )
+            },
+        );
         let cases = [
             (
                 "passthrough_5_families",
@@ -152,6 +171,27 @@ fn bench(c: &mut Criterion) {
                     )
                 })
             });
+            if case == "passthrough_everything" {
+                group.bench_with_input(
+                    BenchmarkId::new("passthrough_everything_cold", label),
+                    &body,
+                    |b, body| {
+                        b.iter_batched(
+                            || evictor.evict(),
+                            |()| {
+                                scrape(
+                                    &mut relabeler,
+                                    &mut routes,
+                                    Some((&mut chain, &set)),
+                                    black_box(body),
+                                    &mut out,
+                                )
+                            },
+                            BatchSize::PerIteration,
+                        )
+                    },
+                );
+            }
         }
         // The full output check alone, on the whole relabeled payload as a
         // filter would return it changed (a pass-through filter's output

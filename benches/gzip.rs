@@ -10,18 +10,20 @@
 //! - the sidecar's own encoder ([`GzipEncoder`], igzip level 1 since
 //!   zlib-rs level 1) fed in 32 KiB pieces as the relabeler feeds it.
 //!
-//! A scrape on the 2-vCPU VMs measured finds little of the last one in
-//! any cache, the last level included, so the sidecar's encoder and igzip
-//! level 0 are also timed cold (`-cold`): before each run, not timed,
-//! [`EVICT`] bytes of other writes, more than those VMs' 32 MiB of L3.
+//! A scrape finds little of the last one in any cache, so the sidecar's
+//! encoder and igzip level 0 are also timed cold (`-cold`), every cache
+//! emptied before each run ([`common`]).
 //!
 //! The sizes are printed once per payload before the timings:
 //! `gzip-size <payload> <compressor> <bytes>`.
 //!
 //! Run: `cargo bench --bench gzip`
 
+mod common;
+
 use std::hint::black_box;
 
+use common::Evictor;
 use criterion::measurement::WallTime;
 use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
@@ -91,17 +93,6 @@ fn ours(input: &[u8], encoder: &mut GzipEncoder, out: &mut Vec<u8>) -> usize {
     out.len()
 }
 
-/// Bytes written between the runs of a `-cold` row.
-const EVICT: usize = 96 << 20;
-
-/// Evicts the caches: a write to every line of `other`.
-fn evict(other: &mut [u8]) {
-    for (i, byte) in other.iter_mut().enumerate().step_by(64) {
-        *byte = byte.wrapping_add(i as u8);
-    }
-    black_box(other);
-}
-
 /// A `-cold` row: `compress` timed on `payload`, the caches emptied
 /// before each run.
 fn bench_cold(
@@ -109,12 +100,12 @@ fn bench_cold(
     name: &str,
     label: &str,
     payload: &[u8],
-    other: &mut [u8],
+    evictor: &mut Evictor,
     mut compress: impl FnMut(&[u8]) -> usize,
 ) {
     group.bench_with_input(BenchmarkId::new(name, label), payload, |b, p| {
         b.iter_batched(
-            || evict(other),
+            || evictor.evict(),
             |()| compress(black_box(p)),
             BatchSize::PerIteration,
         )
@@ -124,7 +115,7 @@ fn bench_cold(
 fn gzip(c: &mut Criterion) {
     let mut group = c.benchmark_group("gzip");
     let mut out = Vec::new();
-    let mut other = vec![0u8; EVICT];
+    let mut evictor = Evictor::new();
     for (label, payload) in payloads() {
         group.throughput(Throughput::Bytes(payload.len() as u64));
         println!("gzip-size {label} plain {}", payload.len());
@@ -171,7 +162,7 @@ fn gzip(c: &mut Criterion) {
             "igzip-0-cold",
             label,
             &payload,
-            &mut other,
+            &mut evictor,
             |p| igzip(p, &mut level0, &mut out),
         );
         let mut encoder = GzipEncoder::default();
@@ -189,7 +180,7 @@ fn gzip(c: &mut Criterion) {
             "sidecar-encoder-cold",
             label,
             &payload,
-            &mut other,
+            &mut evictor,
             |p| ours(p, &mut encoder, &mut out),
         );
     }

@@ -4,18 +4,20 @@
 //! other work has filled since), and a naive line-by-line
 //! rewriter with a parsed model, for comparison.
 //!
-//! The cold row evicts every cache, the last level included (96 MiB of
-//! other writes, more than the 32 MiB L3 of the VMs measured), because a
-//! scrape there finds little of the last one in any cache (docs/benchmarks.md).
+//! The cold row runs after every cache was emptied ([`common`]), because
+//! a scrape finds little of the last one in any cache.
 //!
 //! Payloads are the simulated engine's, synthesized from the vLLM and
 //! SGLang metric inventories, at ~100 KB and ~1 MB.
 //!
 //! Run: `cargo bench --bench relabel`
 
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 
+use common::Evictor;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::line::{Line, classify};
@@ -115,20 +117,9 @@ fn relabel_in_chunks(relabeler: &mut Relabeler, body: &[u8], out: &mut Vec<u8>) 
     out.len()
 }
 
-/// Bytes written between the runs of a cold row.
-const EVICT: usize = 96 << 20;
-
-/// Evicts the caches: a write to every line of `other`.
-fn evict(other: &mut [u8]) {
-    for (i, byte) in other.iter_mut().enumerate().step_by(64) {
-        *byte = byte.wrapping_add(i as u8);
-    }
-    black_box(other);
-}
-
 fn bench(c: &mut Criterion) {
     let payloads = payloads();
-    let mut other = vec![0u8; EVICT];
+    let mut evictor = Evictor::new();
     let mut group = c.benchmark_group("metrics");
     for (name, table, body) in &payloads {
         group.throughput(Throughput::Bytes(body.len() as u64));
@@ -154,7 +145,7 @@ fn bench(c: &mut Criterion) {
         // Every run after the caches were emptied (not timed).
         group.bench_with_input(BenchmarkId::new("relabel_cold", name), body, |b, body| {
             b.iter_batched(
-                || evict(&mut other),
+                || evictor.evict(),
                 |()| relabel_in_chunks(&mut relabeler, black_box(body), &mut out),
                 criterion::BatchSize::PerIteration,
             )
