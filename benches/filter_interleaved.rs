@@ -1,0 +1,122 @@
+//! The pass-through filter's cost over the relabel alone, as a ratio
+//! measured in turns.
+//!
+//! criterion times one row for seconds, then the next; on the 2-vCPU VMs
+//! measured the machine drifts between rows by more than the difference
+//! asked about (the same `filter` bench has put the pass-through at 0.92×
+//! to 1.33× of relabel alone in three runs of one hour). Here every round
+//! times each case in turn, and the ratio to relabel alone is taken within
+//! the round, so that drift hits both sides alike; printed: the median
+//! time of each case and the quartiles of its per-round ratio, hot (each
+//! case run several times a round, its caches warm) and cold (every cache
+//! emptied before each run, as a scrape finds them; [`common`]).
+//!
+//! Needs the filters built, as `benches/filter.rs` says.
+//!
+//! Run: `cargo bench --bench filter_interleaved` (without `--bench`, as
+//! under `cargo test --benches`, one round checks that every case runs).
+
+mod common;
+#[path = "common/filter_setup.rs"]
+mod filter_setup;
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use common::Evictor;
+use filter_setup::{filters_dir, payload, scrape, setup};
+use matrixinfer_runtime::filter::Routes;
+use matrixinfer_runtime::prom::Relabeler;
+use matrixinfer_runtime::prom::standard::VLLM;
+
+/// One case: its name, and one scrape's work returning the bytes made.
+type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
+
+/// The cases over `body`: relabel alone first (the baseline), then the
+/// pass-through answering "unchanged" over five families and over all.
+fn cases(body: &[u8]) -> Vec<Case<'_>> {
+    let mut plain = Relabeler::new(VLLM);
+    let mut plain_routes = Routes::default();
+    let mut plain_out = Vec::with_capacity(body.len() * 2);
+    let mut cases: Vec<Case> = vec![(
+        "relabel_only",
+        Box::new(move || scrape(&mut plain, &mut plain_routes, None, body, &mut plain_out)),
+    )];
+    let five = filter_setup::FIVE.join("\n");
+    for (name, config) in [
+        ("passthrough_5_families", five.as_str()),
+        ("passthrough_everything", "*"),
+    ] {
+        let (host, mut chain, mut relabeler) =
+            setup(&filters_dir(), "passthrough", config).expect("passthrough.wasm built");
+        let set = host.current();
+        let mut routes = Routes::default();
+        let mut out = Vec::with_capacity(body.len() * 2);
+        cases.push((
+            name,
+            Box::new(move || {
+                let chain = Some((&mut chain, &set));
+                scrape(&mut relabeler, &mut routes, chain, body, &mut out)
+            }),
+        ));
+    }
+    cases
+}
+
+/// Runs `rounds` rounds of every case, `runs` runs each (cold: one, after
+/// emptying the caches), and prints what the module doc says.
+fn measure(label: &str, cases: &mut [Case<'_>], rounds: usize, runs: usize, cold: bool) {
+    let mut evictor = cold.then(Evictor::new);
+    let mut micros = vec![Vec::with_capacity(rounds); cases.len()];
+    for _ in 0..rounds {
+        for (i, (_, run)) in cases.iter_mut().enumerate() {
+            let mut took = 0.0;
+            for _ in 0..runs {
+                if let Some(evictor) = &mut evictor {
+                    evictor.evict();
+                }
+                let started = Instant::now();
+                black_box(run());
+                took += started.elapsed().as_secs_f64() * 1e6;
+            }
+            micros[i].push(took / runs as f64);
+        }
+    }
+    let heat = if cold { "cold" } else { "hot" };
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let mut ratios: Vec<f64> = micros[i]
+            .iter()
+            .zip(&micros[0])
+            .map(|(t, b)| t / b)
+            .collect();
+        let time = quartiles(&mut micros[i].clone())[1];
+        let [low, mid, high] = quartiles(&mut ratios);
+        println!(
+            "{label} {heat:4} {name:24} {time:9.1} µs   over relabel_only {mid:.3}x (quartiles {low:.3}-{high:.3})"
+        );
+    }
+}
+
+/// The first quartile, the median and the third quartile.
+fn quartiles(values: &mut [f64]) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    let at = |q: usize| values[(values.len() - 1) * q / 4];
+    [at(1), at(2), at(3)]
+}
+
+fn main() {
+    let benching = std::env::args().any(|arg| arg == "--bench");
+    if !filters_dir().join("passthrough.wasm").is_file() {
+        eprintln!("filters not built; see benches/filter.rs");
+        return;
+    }
+    for (label, size) in [("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
+        let body = payload(size);
+        let mut cases = cases(&body);
+        // Hot: about 20 ms per case a round; cold: one run after emptying.
+        let runs = if size > 500 * 1024 { 8 } else { 60 };
+        let (hot_rounds, cold_rounds) = if benching { (200, 100) } else { (1, 1) };
+        measure(label, &mut cases, hot_rounds, runs, false);
+        measure(label, &mut cases, cold_rounds, 1, true);
+    }
+}
