@@ -9,7 +9,9 @@
 //! the round, so that drift hits both sides alike; printed: the median
 //! time of each case and the quartiles of its per-round ratio, hot (each
 //! case run several times a round, its caches warm) and cold (every cache
-//! emptied before each run, as a scrape finds them; [`common`]).
+//! emptied before each run, as a scrape finds them; [`common`]). Besides
+//! the pass-through, two cases time what any filter costs before it does
+//! anything: the routing of the families to it, and one call into a guest.
 //!
 //! Needs the filters built, as `benches/filter.rs` says.
 //!
@@ -25,14 +27,17 @@ use std::time::Instant;
 
 use common::Evictor;
 use filter_setup::{filters_dir, payload, scrape, setup};
-use matrixinfer_runtime::filter::Routes;
+use matrixinfer_runtime::filter::{Routes, host};
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::standard::VLLM;
 
 /// One case: its name, and one scrape's work returning the bytes made.
 type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
 
-/// The cases over `body`: relabel alone first (the baseline), then the
+/// The cases over `body`: relabel alone first (the baseline); then the
+/// two parts of a filter's cost that no filter avoids: relabel with the
+/// families routed to a filter that is never called, and relabel followed
+/// by one call into a guest that does nothing (`mi_abi_version`); then the
 /// pass-through answering "unchanged" over five families and over all.
 fn cases(body: &[u8]) -> Vec<Case<'_>> {
     let mut plain = Relabeler::new(VLLM);
@@ -43,12 +48,50 @@ fn cases(body: &[u8]) -> Vec<Case<'_>> {
         Box::new(move || scrape(&mut plain, &mut plain_routes, None, body, &mut plain_out)),
     )];
     let five = filter_setup::FIVE.join("\n");
+    let passthrough = |config: &str| {
+        setup(&filters_dir(), "passthrough", config).expect("passthrough.wasm built")
+    };
+
+    let (host, _, mut relabeler) = passthrough(&five);
+    let set = host.current();
+    let mut routes = Routes::default();
+    let mut out = Vec::with_capacity(body.len() * 2);
+    cases.push((
+        "routed_5_families_no_call",
+        Box::new(move || {
+            routes.begin(Some(set.clone()));
+            relabeler.reset();
+            out.clear();
+            for chunk in body.chunks(64 * 1024) {
+                relabeler.feed(chunk, &mut routes.sink(&mut out));
+            }
+            relabeler.finish_body(&mut routes.sink(&mut out));
+            relabeler.close(&mut out);
+            out.len()
+        }),
+    ));
+
+    let (host, _, mut relabeler) = passthrough("*");
+    let set = host.current();
+    let (mut store, mut exports) =
+        host::instantiate(host.engine(), &set.filters[0], &host.limits).expect("instantiates");
+    let deadline = host.limits.deadline;
+    let mut routes = Routes::default();
+    let mut out = Vec::with_capacity(body.len() * 2);
+    cases.push((
+        "relabel_then_empty_call",
+        Box::new(move || {
+            let made = scrape(&mut relabeler, &mut routes, None, body, &mut out);
+            exports.negotiate(&mut store, deadline).expect("answers");
+            made
+        }),
+    ));
+
     for (name, config) in [
         ("passthrough_5_families", five.as_str()),
         ("passthrough_everything", "*"),
     ] {
-        let (host, mut chain, mut relabeler) =
-            setup(&filters_dir(), "passthrough", config).expect("passthrough.wasm built");
+        let (host, mut chain, mut relabeler) = passthrough(config);
         let set = host.current();
         let mut routes = Routes::default();
         let mut out = Vec::with_capacity(body.len() * 2);
