@@ -10,8 +10,9 @@
 //! time of each case and the quartiles of its per-round ratio, hot (each
 //! case run several times a round, its caches warm) and cold (every cache
 //! emptied before each run, as a scrape finds them; [`common`]). Besides
-//! the pass-through, two cases time what any filter costs before it does
-//! anything: the routing of the families to it, and one call into a guest.
+//! the pass-through, three cases time what any filter costs before it does
+//! anything: the routing of the families to it, one call into a guest, and
+//! starting the epoch clock that every call starts when it finds it idle.
 //!
 //! Needs the filters built, as `benches/filter.rs` says.
 //!
@@ -35,10 +36,12 @@ use matrixinfer_runtime::prom::standard::VLLM;
 type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
 
 /// The cases over `body`: relabel alone first (the baseline); then the
-/// two parts of a filter's cost that no filter avoids: relabel with the
-/// families routed to a filter that is never called, and relabel followed
-/// by one call into a guest that does nothing (`mi_abi_version`); then the
-/// pass-through answering "unchanged" over five families and over all.
+/// parts of a filter's cost that no filter avoids: relabel with the
+/// families routed to a filter that is never called, relabel followed by
+/// one call into a guest that does nothing (`mi_abi_version`), and relabel
+/// followed by only the start of the epoch clock that call begins with;
+/// then the pass-through answering "unchanged" over five families and over
+/// all.
 fn cases(body: &[u8]) -> Vec<Case<'_>> {
     let mut plain = Relabeler::new(VLLM);
     let mut plain_routes = Routes::default();
@@ -83,6 +86,19 @@ fn cases(body: &[u8]) -> Vec<Case<'_>> {
         Box::new(move || {
             let made = scrape(&mut relabeler, &mut routes, None, body, &mut out);
             exports.negotiate(&mut store, deadline).expect("answers");
+            made
+        }),
+    ));
+
+    let (host, _, mut relabeler) = passthrough("*");
+    let clock = host.current().filters[0].clock.clone();
+    let mut routes = Routes::default();
+    let mut out = Vec::with_capacity(body.len() * 2);
+    cases.push((
+        "relabel_then_epoch_clock",
+        Box::new(move || {
+            let made = scrape(&mut relabeler, &mut routes, None, body, &mut out);
+            drop(black_box(clock.run()));
             made
         }),
     ));
