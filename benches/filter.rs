@@ -21,13 +21,14 @@ mod filter_setup;
 
 use std::hint::black_box;
 
-use common::Evictor;
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use filter_setup::{FIVE, filters_dir, payload, scrape, setup};
+use common::{Evictor, bench_cold, payload};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use filter_setup::{FIVE, filters_dir, scrape, setup};
 use matrixinfer_runtime::filter::validate::{Checker, Presence, Scope};
 use matrixinfer_runtime::filter::{Routes, host};
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::standard::VLLM;
+use sim::payload::Flavor;
 
 fn bench(c: &mut Criterion) {
     let dir = filters_dir();
@@ -42,7 +43,7 @@ fn bench(c: &mut Criterion) {
     let mut evictor = Evictor::new();
     let mut group = c.benchmark_group("filter");
     for (label, size) in [("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
-        let body = payload(size);
+        let body = payload(Flavor::VllmV1, size);
         let mut out = Vec::with_capacity(body.len() * 2);
         group.throughput(Throughput::Bytes(body.len() as u64));
 
@@ -51,16 +52,12 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("relabel_only", label), &body, |b, body| {
             b.iter(|| scrape(&mut plain, &mut routes, None, black_box(body), &mut out))
         });
-        group.bench_with_input(
+        bench_cold(
+            &mut group,
             BenchmarkId::new("relabel_only_cold", label),
             &body,
-            |b, body| {
-                b.iter_batched(
-                    || evictor.evict(),
-                    |()| scrape(&mut plain, &mut routes, None, black_box(body), &mut out),
-                    BatchSize::PerIteration,
-                )
-            },
+            &mut evictor,
+            |body| scrape(&mut plain, &mut routes, None, body, &mut out),
         );
         let cases = [
             (
@@ -95,23 +92,14 @@ fn bench(c: &mut Criterion) {
                 })
             });
             if case == "passthrough_everything" {
-                group.bench_with_input(
+                bench_cold(
+                    &mut group,
                     BenchmarkId::new("passthrough_everything_cold", label),
                     &body,
-                    |b, body| {
-                        b.iter_batched(
-                            || evictor.evict(),
-                            |()| {
-                                scrape(
-                                    &mut relabeler,
-                                    &mut routes,
-                                    Some((&mut chain, &set)),
-                                    black_box(body),
-                                    &mut out,
-                                )
-                            },
-                            BatchSize::PerIteration,
-                        )
+                    &mut evictor,
+                    |body| {
+                        let chain = Some((&mut chain, &set));
+                        scrape(&mut relabeler, &mut routes, chain, body, &mut out)
                     },
                 );
             }

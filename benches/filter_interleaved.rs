@@ -26,11 +26,12 @@ mod filter_setup;
 use std::hint::black_box;
 use std::time::Instant;
 
-use common::Evictor;
-use filter_setup::{filters_dir, payload, scrape, setup};
+use common::{Evictor, payload};
+use filter_setup::{filters_dir, scrape, setup};
 use matrixinfer_runtime::filter::{Routes, host};
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::standard::VLLM;
+use sim::payload::Flavor;
 
 /// One case: its name, and one scrape's work returning the bytes made.
 type Case<'a> = (&'static str, Box<dyn FnMut() -> usize + 'a>);
@@ -170,7 +171,7 @@ fn main() {
         return;
     }
     for (label, size) in [("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
-        let body = payload(size);
+        let body = payload(Flavor::VllmV1, size);
         let mut cases = cases(&body);
         // Hot: about 2 ms per case a round; cold: one run after emptying.
         let runs = if size > 500 * 1024 { 8 } else { 60 };

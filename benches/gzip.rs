@@ -23,30 +23,16 @@ mod common;
 
 use std::hint::black_box;
 
-use common::Evictor;
-use criterion::measurement::WallTime;
-use criterion::{
-    BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
-};
+use common::{Evictor, bench_cold, payload};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flate2::{Compress, Compression, FlushCompress};
 use matrixinfer_runtime::http::gzip::GzipEncoder;
-use sim::payload::{Flavor, Payload, PayloadSpec};
+use sim::payload::Flavor;
 
 fn payloads() -> Vec<(&'static str, Vec<u8>)> {
     [("114KB", 114 * 1024), ("1MB", 1024 * 1024)]
         .into_iter()
-        .map(|(label, size)| {
-            let spec = PayloadSpec {
-                flavor: Flavor::VllmV1,
-                target_bytes: size,
-                multiprocess: false,
-                model: "meta-llama/Llama-3.1-8B-Instruct".into(),
-                seed: 7,
-            };
-            let mut body = Vec::new();
-            Payload::new(spec).render(&mut body);
-            (label, body)
-        })
+        .map(|(label, size)| (label, payload(Flavor::VllmV1, size)))
         .collect()
 }
 
@@ -91,25 +77,6 @@ fn ours(input: &[u8], encoder: &mut GzipEncoder, out: &mut Vec<u8>) -> usize {
     }
     encoder.finish(out).unwrap();
     out.len()
-}
-
-/// A `-cold` row: `compress` timed on `payload`, the caches emptied
-/// before each run.
-fn bench_cold(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    label: &str,
-    payload: &[u8],
-    evictor: &mut Evictor,
-    mut compress: impl FnMut(&[u8]) -> usize,
-) {
-    group.bench_with_input(BenchmarkId::new(name, label), payload, |b, p| {
-        b.iter_batched(
-            || evictor.evict(),
-            |()| compress(black_box(p)),
-            BatchSize::PerIteration,
-        )
-    });
 }
 
 fn gzip(c: &mut Criterion) {
@@ -159,8 +126,7 @@ fn gzip(c: &mut Criterion) {
             isal::write::Encoder::new(Vec::new(), isal::CompressionLevel::Zero, isal::Codec::Gzip);
         bench_cold(
             &mut group,
-            "igzip-0-cold",
-            label,
+            BenchmarkId::new("igzip-0-cold", label),
             &payload,
             &mut evictor,
             |p| igzip(p, &mut level0, &mut out),
@@ -177,8 +143,7 @@ fn gzip(c: &mut Criterion) {
         );
         bench_cold(
             &mut group,
-            "sidecar-encoder-cold",
-            label,
+            BenchmarkId::new("sidecar-encoder-cold", label),
             &payload,
             &mut evictor,
             |p| ours(p, &mut encoder, &mut out),

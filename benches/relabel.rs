@@ -17,27 +17,19 @@ mod common;
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use common::Evictor;
+use common::{Evictor, bench_cold, payload};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::line::{Line, classify};
 use matrixinfer_runtime::prom::scan::{LineScanner, Piece};
 use matrixinfer_runtime::prom::standard::{SGLANG, StandardName, VLLM};
-use sim::payload::{Flavor, Payload, PayloadSpec};
+use sim::payload::Flavor;
 
 fn payloads() -> Vec<(String, &'static [StandardName], Vec<u8>)> {
     let mut out = Vec::new();
     for (flavor, table) in [(Flavor::VllmV1, VLLM), (Flavor::Sglang05, SGLANG)] {
         for (label, size) in [("100KB", 100 * 1024), ("1MB", 1024 * 1024)] {
-            let spec = PayloadSpec {
-                flavor,
-                target_bytes: size,
-                multiprocess: false,
-                model: "meta-llama/Llama-3.1-8B-Instruct".into(),
-                seed: 7,
-            };
-            let mut body = Vec::new();
-            Payload::new(spec).render(&mut body);
+            let body = payload(flavor, size);
             out.push((format!("{}/{label}", flavor.name()), table, body));
         }
     }
@@ -143,13 +135,13 @@ fn bench(c: &mut Criterion) {
             |b, body| b.iter(|| relabel_in_chunks(&mut relabeler, black_box(body), &mut out)),
         );
         // Every run after the caches were emptied (not timed).
-        group.bench_with_input(BenchmarkId::new("relabel_cold", name), body, |b, body| {
-            b.iter_batched(
-                || evictor.evict(),
-                |()| relabel_in_chunks(&mut relabeler, black_box(body), &mut out),
-                criterion::BatchSize::PerIteration,
-            )
-        });
+        bench_cold(
+            &mut group,
+            BenchmarkId::new("relabel_cold", name),
+            body,
+            &mut evictor,
+            |body| relabel_in_chunks(&mut relabeler, body, &mut out),
+        );
         group.bench_with_input(BenchmarkId::new("naive_baseline", name), body, |b, body| {
             b.iter(|| naive(table, black_box(body)).len())
         });

@@ -9,7 +9,6 @@ use matrixinfer_runtime::filter::{
 };
 use matrixinfer_runtime::prom::Relabeler;
 use matrixinfer_runtime::prom::standard::VLLM;
-use sim::payload::{Flavor, Payload, PayloadSpec};
 
 /// Where the filters were built (see the benches' headers).
 pub fn filters_dir() -> PathBuf {
@@ -19,20 +18,6 @@ pub fn filters_dir() -> PathBuf {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("target/wasm-filters/wasm32-unknown-unknown/release")
         })
-}
-
-/// A vLLM payload of about `size` bytes.
-pub fn payload(size: usize) -> Vec<u8> {
-    let spec = PayloadSpec {
-        flavor: Flavor::VllmV1,
-        target_bytes: size,
-        multiprocess: false,
-        model: "meta-llama/Llama-3.1-8B-Instruct".into(),
-        seed: 7,
-    };
-    let mut body = Vec::new();
-    Payload::new(spec).render(&mut body);
-    body
 }
 
 /// One scrape's CPU work: relabel, then the filters, then the tail.
