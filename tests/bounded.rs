@@ -240,13 +240,32 @@ fn a_filter_adds_one_thread_however_many_cpus_compiled_it() {
             parked = wakeups();
             parked == before
         });
-        assert_eq!(get(sidecar.addr, "/metrics").status, 200);
-        // The call unparks the clock; on a busy machine its thread may
-        // run (and park again, which is what is counted) a little later.
-        eventually("the scrape's filter call woke the clock", || {
-            wakeups() > parked
+        // A scrape's filter call starts the clock and, scrapes being far
+        // apart, stops it as it ends: the thread is never woken to stop
+        // it. A call preempted past a tick may wake it once, so a few
+        // tries; a clock stopped by its thread wakes it on every one.
+        let mut runs = filter_runs(&get(sidecar.addr, "/metrics").text());
+        eventually("a sparse scrape leaves the epoch clock parked", || {
+            let before = wakeups();
+            let scrape = get(sidecar.addr, "/metrics");
+            assert_eq!(scrape.status, 200);
+            let after_runs = filter_runs(&scrape.text());
+            assert!(after_runs > runs, "a scrape ran no filter call");
+            runs = after_runs;
+            thread::sleep(Duration::from_millis(50));
+            wakeups() == before
         });
     }
+}
+
+/// The sidecar's count of filter calls, from its own section of a scrape.
+fn filter_runs(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix("matrixinfer_runtime_filter_runs_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no filter runs counter in:\n{exposition}"))
 }
 
 /// Voluntary context switches of the sidecar's `filter-epoch` thread.

@@ -115,6 +115,9 @@ impl FilterChain {
             self.live = (0..set.filters.len()).map(|_| None).collect();
         }
         let on_error = self.host.limits.on_error;
+        // Held from the first call to the last, so that the scrape's calls
+        // start the epoch clock once, and the last one ending stops it.
+        let mut calls = None;
         for i in 0..set.filters.len() {
             let mut input = std::mem::take(routes.diverted(i));
             let mut result = Ok(());
@@ -124,7 +127,10 @@ impl FilterChain {
                 // is to drop them or fail.
                 let off = !filter.health.is_on();
                 let failed = match off {
-                    false => self.call(i, &mut input, routes, out).err(),
+                    false => {
+                        calls.get_or_insert_with(|| filter.clock.run());
+                        self.call(i, &mut input, routes, out).err()
+                    }
                     true => None,
                 };
                 match (on_error, failed.is_some() || off) {

@@ -8,14 +8,22 @@
 //! reads. The call that finds the timer stopped starts it, a system call
 //! that wakes no one (waking a parked ticker thread cost each scrape with
 //! a filter about 5 µs in the `filter` benchmark, an interrupt to the
-//! other core); calls while it runs only count themselves. The thread
-//! stops the timer at the first tick that finds no call running, so one
-//! short call costs one start and one tick.
+//! other core); calls while it runs only count themselves. A scrape holds
+//! one [`Running`] over all its calls, so that they start the timer once.
+//!
+//! Who stops it depends on how far apart the calls come. When the last
+//! call ends more than [`SPARSE`] after the one before it ended (a scrape
+//! every few seconds: the common case), it stops the timer itself, a
+//! second system call, so that the thread never wakes: that wake, a tick
+//! that finds nothing running, cost 45 µs of CPU per scrape with a filter
+//! at 10 scrapes/s (docs/benchmarks.md). When calls come closer together
+//! the timer keeps running, and the thread stops it at the first tick that
+//! finds no call running, one wake for many calls.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
@@ -27,6 +35,9 @@ use wasmtime::Engine;
 /// in these ticks.
 pub const TICK: Duration = Duration::from_millis(2);
 
+/// Calls that end further apart than this stop the timer themselves.
+pub const SPARSE: Duration = Duration::from_millis(4);
+
 /// Epoch ticks for a duration (at least one).
 pub fn ticks(duration: Duration) -> u64 {
     (duration.as_nanos() / TICK.as_nanos()).max(1) as u64
@@ -37,15 +48,20 @@ pub fn ticks(duration: Duration) -> u64 {
 pub struct EpochClock {
     /// Calls into a guest that may be running now.
     running: AtomicUsize,
-    /// Whether the timer runs. Cleared only by the ticker, under
-    /// `switch`, before it looks at `running`: a call counted after that
-    /// look sees it cleared and starts the timer again.
+    /// Whether the timer runs. Cleared only under `switch`, before a last
+    /// look at `running` ([`EpochClock::stop_unless_running`]): a call
+    /// counted after that look sees it cleared and starts the timer again.
     armed: AtomicBool,
     /// Held while the timer is started or stopped.
     switch: Mutex<()>,
     timer: OwnedFd,
     /// Epoch increments so far.
     ticks: AtomicU64,
+    /// When the clock started, the origin of `last_idle`.
+    born: Instant,
+    /// When the calls running last dropped to none, in nanoseconds since
+    /// `born`.
+    last_idle: AtomicU64,
 }
 
 impl EpochClock {
@@ -58,6 +74,8 @@ impl EpochClock {
             switch: Mutex::new(()),
             timer,
             ticks: AtomicU64::new(0),
+            born: Instant::now(),
+            last_idle: AtomicU64::new(0),
         });
         let ticker = clock.clone();
         let engine = engine.clone();
@@ -67,8 +85,8 @@ impl EpochClock {
         Ok(clock)
     }
 
-    /// Marks a call into a guest as running, until the guard drops: the
-    /// clock ticks meanwhile.
+    /// Marks a call into a guest (or a scrape's calls) as running, until
+    /// the guard drops: the clock ticks meanwhile.
     pub fn run(self: &Arc<Self>) -> Running {
         self.running.fetch_add(1, SeqCst);
         if !self.armed.load(SeqCst) {
@@ -79,6 +97,16 @@ impl EpochClock {
             }
         }
         Running(self.clone())
+    }
+
+    /// The last running call ended: stop the timer now if the one before
+    /// ended long enough ago (see the module doc).
+    fn went_idle(&self) {
+        let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let before = self.last_idle.swap(now, SeqCst);
+        if now.saturating_sub(before) > SPARSE.as_nanos() as u64 {
+            self.stop_unless_running();
+        }
     }
 
     /// The ticker thread: one epoch per tick, while calls run.
@@ -100,14 +128,24 @@ impl EpochClock {
             // A late read counts every tick it missed.
             self.advance(engine, u64::from_ne_bytes(expirations).min(1 << 20));
             if self.running.load(SeqCst) == 0 {
-                let _switch = self.switch.lock().unwrap_or_else(|e| e.into_inner());
-                self.armed.store(false, SeqCst);
-                if self.running.load(SeqCst) == 0 {
-                    self.set_timer(Duration::ZERO);
-                } else {
-                    self.armed.store(true, SeqCst);
-                }
+                self.stop_unless_running();
             }
+        }
+    }
+
+    /// Stops the timer unless a call runs. The flag is cleared before the
+    /// last look at `running`, so that a call counted after that look
+    /// finds it cleared and starts the timer again.
+    fn stop_unless_running(&self) {
+        let _switch = self.switch.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.armed.load(SeqCst) {
+            return;
+        }
+        self.armed.store(false, SeqCst);
+        if self.running.load(SeqCst) == 0 {
+            self.set_timer(Duration::ZERO);
+        } else {
+            self.armed.store(true, SeqCst);
         }
     }
 
@@ -141,7 +179,9 @@ pub struct Running(Arc<EpochClock>);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, SeqCst);
+        if self.0.running.fetch_sub(1, SeqCst) == 1 {
+            self.0.went_idle();
+        }
     }
 }
 
@@ -187,8 +227,9 @@ mod tests {
         panic!("waited 10 s for {what}");
     }
 
-    /// The timer runs while calls do and stops at the first tick after
-    /// the last one ended: an idle clock does not advance.
+    /// The timer runs while calls do and, when calls come close together,
+    /// stops at the first tick after the last one ended: an idle clock
+    /// does not advance.
     #[test]
     fn the_clock_stops_when_no_call_runs() {
         let engine = super::super::module::engine().unwrap();
@@ -202,11 +243,33 @@ mod tests {
             wait_for("two ticks", || clock.ticks.load(SeqCst) >= before + 2);
             drop(nested);
             assert!(clock.armed.load(SeqCst), "stopped with a call running");
+            // As if calls had gone idle a moment ago: this one ending
+            // leaves the stop to the ticker.
+            clock.last_idle.store(u64::MAX, SeqCst);
             drop(call);
+            assert!(clock.armed.load(SeqCst), "close calls must not stop it");
             wait_for("the timer to stop", || !clock.armed.load(SeqCst));
             let stopped = clock.ticks.load(SeqCst);
             std::thread::sleep(TICK * 10);
             assert_eq!(clock.ticks.load(SeqCst), stopped, "ticked while stopped");
+        }
+    }
+
+    /// A call that ends long after the last one did stops the timer
+    /// itself, so the ticker thread is not woken to do it; a call nested
+    /// in it stops nothing.
+    #[test]
+    fn sparse_calls_stop_the_timer_as_they_end() {
+        let engine = super::super::module::engine().unwrap();
+        let clock = EpochClock::start(&engine).unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(SPARSE * 2);
+            let scrape = clock.run();
+            assert!(clock.armed.load(SeqCst));
+            drop(clock.run());
+            assert!(clock.armed.load(SeqCst), "a nested call stopped it");
+            drop(scrape);
+            assert!(!clock.armed.load(SeqCst), "a sparse call left it running");
         }
     }
 }
