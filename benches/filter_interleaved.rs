@@ -17,7 +17,8 @@
 //! Needs the filters built, as `benches/filter.rs` says.
 //!
 //! Run: `cargo bench --bench filter_interleaved` (without `--bench`, as
-//! under `cargo test --benches`, one round checks that every case runs).
+//! under `cargo test --benches`, or with `-- --test`, one round checks
+//! that every case runs).
 
 mod common;
 #[path = "common/filter_setup.rs"]
@@ -165,7 +166,10 @@ fn quartiles(values: &mut [f64]) -> [f64; 3] {
 }
 
 fn main() {
-    let benching = std::env::args().any(|arg| arg == "--bench");
+    // `cargo bench` passes `--bench`; criterion's `--test` (as in `cargo
+    // bench -- --test`) asks for one quick round, as without `--bench`.
+    let args: Vec<String> = std::env::args().collect();
+    let benching = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
     if !filters_dir().join("passthrough.wasm").is_file() {
         eprintln!("filters not built; see benches/filter.rs");
         return;
