@@ -231,23 +231,28 @@ fn a_filter_adds_one_thread_however_many_cpus_compiled_it() {
         // The epoch clock runs only while a filter call may be running:
         // between scrapes its thread stays parked (no wake-ups at all).
         let wakeups = || epoch_clock_wakeups(&sidecar);
-        let mut parked = 0;
         eventually("the epoch clock parks after the filter loaded", || {
             let before = wakeups();
             for _ in 0..20 {
                 assert_eq!(get(sidecar.addr, "/health").status, 200);
             }
-            parked = wakeups();
-            parked == before
+            wakeups() == before
         });
         // A scrape's filter call starts the clock and, scrapes being far
-        // apart, stops it as it ends: the thread is never woken to stop
-        // it. A call preempted past a tick may wake it once, so a few
-        // tries; a clock stopped by its thread wakes it on every one.
+        // apart, stops it as it ends, before the answer is finished: the
+        // thread is never woken to stop it. A call preempted past a tick
+        // may wake it once, so a few tries; a clock left for its thread to
+        // stop is still running when the answer arrives, or has woken it.
         let mut runs = filter_runs(&get(sidecar.addr, "/metrics").text());
         eventually("a sparse scrape leaves the epoch clock parked", || {
+            // Sparse: well over the clock's 4 ms after the last scrape.
+            thread::sleep(Duration::from_millis(20));
             let before = wakeups();
             let scrape = get(sidecar.addr, "/metrics");
+            assert!(
+                !epoch_timer_running(&sidecar),
+                "the scrape left the timer running"
+            );
             assert_eq!(scrape.status, 200);
             let after_runs = filter_runs(&scrape.text());
             assert!(after_runs > runs, "a scrape ran no filter call");
@@ -266,6 +271,21 @@ fn filter_runs(exposition: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no filter runs counter in:\n{exposition}"))
+}
+
+/// Whether a timer of the sidecar ticks at the epoch clock's rate (2 ms),
+/// from the kernel's view of its `timerfd`s.
+fn epoch_timer_running(sidecar: &Proc) -> bool {
+    let pid = sidecar.child.id();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.flatten().any(|fd| {
+        let is_timer = std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[timerfd]");
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        is_timer
+            && std::fs::read_to_string(info)
+                .is_ok_and(|info| info.lines().any(|l| l == "it_interval: (0, 2000000)"))
+    })
 }
 
 /// Voluntary context switches of the sidecar's `filter-epoch` thread.
