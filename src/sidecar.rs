@@ -166,6 +166,7 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
     let lora = Arc::new(lora);
     let mut sections: Vec<Arc<dyn MetricsSection>> = vec![
         config.server.connections.clone(),
+        config.server.panics.clone(),
         jobs.clone(),
         lora.clone(),
         filters.clone(),

@@ -217,6 +217,7 @@ fn check_scrape(input: &str, output: &str, engine: &str, input_is_valid: bool) -
     assert!(own.contains("matrixinfer_runtime_upstream_bytes_total "));
     assert!(own.contains("matrixinfer_runtime_upstream_errors_total{reason=\"connect\"}"));
     assert!(own.contains("matrixinfer_runtime_io_driver{driver=\"io_uring\"}"));
+    assert!(own.contains("\nmatrixinfer_runtime_handler_panics_total 0\n"));
     assert_eq!(own.ends_with("# EOF\n"), eof);
     if input_is_valid {
         promtool(output.as_bytes());

@@ -56,6 +56,7 @@ impl ServerArgs {
             write_timeout: self.read_timeout.max(Duration::from_secs(30)),
             shutdown_grace: self.shutdown_grace,
             connections: Arc::new(ConnectionLimit::new(self.max_connections)),
+            panics: Arc::default(),
         }
     }
 

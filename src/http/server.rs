@@ -8,14 +8,21 @@
 //! a request has started, all of it must arrive within `read_timeout`.
 //! Connections beyond [`ConnectionLimit`] (process-wide, across workers)
 //! get a 503 and are closed, so a flood of idle or slow clients cannot
-//! exhaust file descriptors or memory.
+//! exhaust file descriptors or memory. A handler that panics costs its
+//! request (500 when nothing was sent yet) and its connection, never the
+//! worker: monoio does not catch a task's panic, and a worker's end would
+//! silence its listener (with the default single worker, every endpoint).
 
+use std::any::Any;
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -53,6 +60,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Open connections of the process, and how many it accepts.
     pub connections: Arc<ConnectionLimit>,
+    /// Requests of the process whose handler panicked.
+    pub panics: Arc<HandlerPanics>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +73,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
             connections: Arc::new(ConnectionLimit::new(DEFAULT_MAX_CONNECTIONS)),
+            panics: Arc::default(),
         }
     }
 }
@@ -134,6 +144,31 @@ impl MetricsSection for ConnectionLimit {
             "Client connections refused with 503 because the connection cap was reached.",
         );
         expo::sample(out, name, &[], self.refused.load(Ordering::Relaxed));
+    }
+}
+
+/// Requests whose handler panicked, counted across workers.
+#[derive(Debug, Default)]
+pub struct HandlerPanics(AtomicU64);
+
+impl HandlerPanics {
+    /// How many so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl MetricsSection for HandlerPanics {
+    fn render(&self, out: &mut Vec<u8>) {
+        let name = "matrixinfer_runtime_handler_panics_total";
+        expo::header(
+            out,
+            name,
+            "counter",
+            "Requests whose handler panicked (a bug in the runtime): answered 500 if nothing \
+             had been sent, their connection closed; the worker went on serving.",
+        );
+        expo::sample(out, name, &[], self.count());
     }
 }
 
@@ -267,10 +302,34 @@ pub async fn serve_connection<S: Service>(
             request.http10,
             keep_alive,
         );
+        let (method, path) = (request.method.clone(), request.path.clone());
         // Boxed: a handler's state (a scrape's buffers and upstream
         // client) would otherwise be part of every connection's future,
         // kilobytes held by each idle keep-alive connection.
-        let result = Box::pin(service.call(request, &mut res)).await;
+        let called = CatchPanic(Box::pin(service.call(request, &mut res))).await;
+        let result = match called {
+            Ok(result) => result,
+            Err(panic) => {
+                config.panics.0.fetch_add(1, Ordering::Relaxed);
+                // The path without its query, which may carry a secret.
+                tracing::error!(
+                    %method,
+                    path,
+                    panic = panic_message(&*panic),
+                    "request handler panicked: a bug, please report it; \
+                     the request failed and its connection closes, the worker goes on"
+                );
+                // What the handler left half-done (a response begun, bytes
+                // still unread) cannot be trusted: the connection ends here.
+                if !res.is_sent() {
+                    res.close_after();
+                    let _ = res
+                        .error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+                        .await;
+                }
+                return;
+            }
+        };
         if result.is_ok() && !res.is_sent() {
             res.close_after();
             let _ = res
@@ -286,6 +345,37 @@ pub async fn serve_connection<S: Service>(
             input = Vec::new();
             output = Vec::new();
         }
+    }
+}
+
+/// A handler's future whose panic, should it panic while polled, becomes
+/// its output instead of unwinding through the worker's runtime.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Unwind safety: a panicked future is never polled again (it is
+        // dropped with this one, and its scratch state with it); what it
+        // shares with other requests sits behind `RefCell`s and `Cell`s
+        // whose guards are released on the way out.
+        match catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// A panic's message, when it has one.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(no message)"
     }
 }
 
@@ -416,3 +506,6 @@ async fn read_more(stream: &mut TcpStream, input: &mut Vec<u8>) -> io::Result<us
     *input = slice.into_inner();
     result
 }
+
+#[cfg(test)]
+mod tests;
