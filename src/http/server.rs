@@ -320,12 +320,14 @@ pub async fn serve_connection<S: Service>(
                      the request failed and its connection closes, the worker goes on"
                 );
                 // What the handler left half-done (a response begun, bytes
-                // still unread) cannot be trusted: the connection ends here.
+                // still unread) cannot be trusted: the connection ends here,
+                // after a linger like any error answer's.
                 if !res.is_sent() {
                     res.close_after();
-                    let _ = res
-                        .error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
-                        .await;
+                    let answered = res.error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error");
+                    if answered.await.is_ok() {
+                        linger(&mut stream).await;
+                    }
                 }
                 return;
             }

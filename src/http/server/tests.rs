@@ -75,11 +75,10 @@ fn a_panicking_handler_costs_its_request_and_connection_not_the_worker() {
     .unwrap();
 
     // A keep-alive connection: the request before is answered, the
-    // panicking one gets a 500, and the connection closes.
-    let answer = exchange(
-        addr,
-        &format!("{}{}", get("/ok", false), get("/panic", false)),
-    );
+    // panicking one gets a 500, the one pipelined after it nothing, and
+    // the connection closes.
+    let requests = [get("/ok", false), get("/panic", false), get("/ok", false)];
+    let answer = exchange(addr, &requests.concat());
     let (first, second) = answer
         .split_once("HTTP/1.1 500")
         .unwrap_or_else(|| panic!("no 500 after the panic: {answer:?}"));
