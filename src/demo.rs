@@ -116,9 +116,9 @@ pub(crate) fn run(
         "demo ready: curl http://localhost:{}/metrics | grep matrixinfer:",
         sidecar.addr.port()
     );
-    sidecar.join();
+    let stopped = sidecar.join();
     // The sidecar has drained: the engine behind it may go.
     engine.stop();
     engine.join();
-    Ok(())
+    Ok(stopped?)
 }

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     startup::mark("signals");
     let result = match cli.command {
         None => match Config::from_args(cli.serve).map(|c| sidecar::run(c, shutdown)) {
-            Ok(Err(sidecar::StartError::Resolve(e))) | Err(e) => {
+            Ok(Err(sidecar::RunError::Start(sidecar::StartError::Resolve(e)))) | Err(e) => {
                 // A listen host that does not resolve is a usage error, as
                 // any other unusable option (exit 2), though it is only
                 // looked up at start.

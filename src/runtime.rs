@@ -6,7 +6,10 @@
 //! and counters are per worker (see [`crate::stats`]). io_uring is used
 //! where the kernel allows it; where it does not (Docker's default seccomp
 //! profile blocks it, old kernels lack it, a low memlock limit starves it),
-//! the worker falls back to epoll and says so.
+//! the worker falls back to epoll and says so. A worker that ends by a
+//! panic (one outside any request: a handler's own is caught by the
+//! connection loop) stops the process, so that it is restarted rather than
+//! left up with a deaf port.
 
 use std::future::Future;
 use std::io;
@@ -18,6 +21,8 @@ use std::thread::JoinHandle;
 use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, LegacyDriver, Runtime, RuntimeBuilder};
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::shutdown::Shutdown;
 
 /// The I/O driver a worker runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,10 +133,44 @@ impl Workers {
         &self.drivers
     }
 
-    /// Waits for every worker to return.
-    pub fn join(self) {
+    /// Waits for every worker to return; an error names those that ended
+    /// by a panic.
+    pub fn join(self) -> Result<(), WorkersPanicked> {
+        let mut panicked = Vec::new();
         for handle in self.handles {
-            let _ = handle.join();
+            let name = handle.thread().name().unwrap_or("worker").to_owned();
+            if handle.join().is_err() {
+                panicked.push(name);
+            }
+        }
+        match panicked.is_empty() {
+            true => Ok(()),
+            false => Err(WorkersPanicked(panicked)),
+        }
+    }
+}
+
+/// Workers that ended by a panic, by thread name.
+#[derive(Debug, thiserror::Error)]
+#[error("{} ended by a panic (a bug: please report it with the log); the process stopped so that it is restarted", .0.join(", "))]
+pub struct WorkersPanicked(pub Vec<String>);
+
+/// Held by a worker's thread: should the thread unwind, the process stops
+/// (the other workers drain, [`Workers::join`] reports it), instead of
+/// staying up without the worker's listener.
+struct StopOnPanic {
+    index: usize,
+    shutdown: Arc<Shutdown>,
+}
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                worker = self.index,
+                "worker ended by a panic outside any request; stopping the process"
+            );
+            self.shutdown.trigger();
         }
     }
 }
@@ -155,12 +194,14 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListe
 }
 
 /// Starts one thread per listener, named `{name}-{index}`. Each builds its
-/// runtime, then runs `work` to completion. Returns once every worker has
-/// its runtime, or the first error building one.
+/// runtime, then runs `work` to completion; one that panics triggers
+/// `shutdown`. Returns once every worker has its runtime, or the first
+/// error building one.
 pub fn start<W, F>(
     name: &str,
     choice: DriverChoice,
     listeners: Vec<std::net::TcpListener>,
+    shutdown: &Arc<Shutdown>,
     work: W,
 ) -> io::Result<Workers>
 where
@@ -173,9 +214,14 @@ where
     for (index, listener) in listeners.into_iter().enumerate() {
         let work = work.clone();
         let ready = ready_tx.clone();
+        let stop_on_panic = StopOnPanic {
+            index,
+            shutdown: shutdown.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("{name}-{index}"))
             .spawn(move || {
+                let _stop_on_panic = stop_on_panic;
                 let mut runtime = match WorkerRuntime::build(choice) {
                     Ok(runtime) => runtime,
                     Err(e) => {
@@ -282,3 +328,6 @@ pub fn raise_open_files_limit(connections: usize) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,7 @@ use crate::http::server;
 use crate::kv_events::KvEvents;
 use crate::lora::Lora;
 use crate::net::UrlError;
-use crate::runtime::{self, DriverChoice, IoDriver, Workers};
+use crate::runtime::{self, DriverChoice, IoDriver, Workers, WorkersPanicked};
 use crate::shutdown::Shutdown;
 use crate::stats::{MetricsSection, Stats};
 use crate::upstream::{EngineClient, EnginePresence, Resolver};
@@ -33,12 +33,14 @@ pub struct Running {
 
 impl Running {
     /// Blocks until every worker has drained and stopped, and the KV
-    /// event bridge has written what it had queued.
-    pub fn join(self) {
-        self.workers.join();
+    /// event bridge has written what it had queued. An error names the
+    /// workers that ended by a panic, which stopped the others.
+    pub fn join(self) -> Result<(), WorkersPanicked> {
+        let workers = self.workers.join();
         if let Some(kv_events) = self.kv_events {
             kv_events.join();
         }
+        workers
     }
 }
 
@@ -195,25 +197,32 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
     let access = Arc::new(config.access);
     let timeout = config.request_timeout;
     let worker_stats = stats.clone();
-    let workers = runtime::start("worker", config.io_driver, listeners, move |start| {
-        let engine = EngineClient::new(endpoint.clone(), resolver.clone(), &metrics_path, timeout)
-            .reporting_to(presence.clone());
-        let app = Rc::new(App::new(
-            start.index,
-            worker_stats.clone(),
-            engine,
-            lora.clone(),
-            FilterChain::new(filters.clone()),
-            access.clone(),
-            table,
-        ));
-        server::serve(
-            start.listener,
-            app,
-            Rc::new(server_config.clone()),
-            shutdown.clone(),
-        )
-    })
+    let workers = runtime::start(
+        "worker",
+        config.io_driver,
+        listeners,
+        &shutdown.clone(),
+        move |start| {
+            let engine =
+                EngineClient::new(endpoint.clone(), resolver.clone(), &metrics_path, timeout)
+                    .reporting_to(presence.clone());
+            let app = Rc::new(App::new(
+                start.index,
+                worker_stats.clone(),
+                engine,
+                lora.clone(),
+                FilterChain::new(filters.clone()),
+                access.clone(),
+                table,
+            ));
+            server::serve(
+                start.listener,
+                app,
+                Rc::new(server_config.clone()),
+                shutdown.clone(),
+            )
+        },
+    )
     .map_err(|source| StartError::Threads {
         what: "worker",
         source,
@@ -239,9 +248,20 @@ pub fn start(config: Config, shutdown: Arc<Shutdown>) -> Result<Running, StartEr
     })
 }
 
+/// Why the sidecar stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A worker ended by a panic and took the process down with it.
+    #[error(transparent)]
+    WorkersPanicked(#[from] WorkersPanicked),
+}
+
 /// Runs until shutdown.
-pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), StartError> {
-    start(config, shutdown)?.join();
+pub fn run(config: Config, shutdown: Arc<Shutdown>) -> Result<(), RunError> {
+    start(config, shutdown)?.join()?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -99,7 +99,7 @@ pub fn run(args: ForwardArgs, shutdown: Arc<Shutdown>) -> Result<(), super::BoxE
     resolver.wait_first(Duration::from_secs(10))?;
     let listeners = runtime::bind(([127, 0, 0, 1], args.port).into(), 1)?;
     let addr = listeners[0].local_addr()?;
-    let workers = runtime::start("forward", args.io_driver, listeners, {
+    let workers = runtime::start("forward", args.io_driver, listeners, &shutdown, {
         let shutdown = shutdown.clone();
         move |start| {
             let engine = EngineClient::new(
@@ -121,6 +121,6 @@ pub fn run(args: ForwardArgs, shutdown: Arc<Shutdown>) -> Result<(), super::BoxE
         }
     })?;
     tracing::info!("listening on http://{addr}");
-    workers.join();
+    workers.join()?;
     Ok(())
 }

@@ -61,7 +61,7 @@ fn a_panicking_handler_costs_its_request_and_connection_not_the_worker() {
     let listeners = runtime::bind(([127, 0, 0, 1], 0).into(), 1).unwrap();
     let addr = listeners[0].local_addr().unwrap();
     // One worker, the sidecar's default: its end would silence the port.
-    let workers = runtime::start("buggy", DriverChoice::Auto, listeners, {
+    let workers = runtime::start("buggy", DriverChoice::Auto, listeners, &shutdown, {
         let shutdown = shutdown.clone();
         move |start| {
             serve(
@@ -113,5 +113,5 @@ fn a_panicking_handler_costs_its_request_and_connection_not_the_worker() {
     );
 
     shutdown.trigger();
-    workers.join();
+    workers.join().expect("no worker ended by a panic");
 }
