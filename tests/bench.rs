@@ -96,10 +96,16 @@ fn the_harness_runs_and_reports() {
     ] {
         assert!(table.contains(target), "{target}:\n{table}");
     }
+    // A MISSED Pod figure against the simulated engine says why.
+    assert!(
+        table.contains("the simulated engine gzips at level 1"),
+        "{table}"
+    );
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["settings"]["payload_bytes"], 50 * 1024);
+    assert_eq!(report["settings"]["simulated_engine"], true);
     let paths = report["paths"].as_array().unwrap();
     assert_eq!(paths.len(), 8);
     for path in &paths[2..] {
@@ -278,4 +284,6 @@ fn the_harness_measures_the_pods_cpu_against_prometheus_client() {
         + sidecar["cpu_us_per_scrape"].as_f64().unwrap();
     assert!((pod - shares).abs() < 1e-6, "{text}");
     assert!(sidecar["pod_cpu_over_direct"].is_number(), "{text}");
+    assert_eq!(report["settings"]["simulated_engine"], false);
+    assert!(!text.contains("the simulated engine gzips"), "{text}");
 }

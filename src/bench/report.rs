@@ -43,6 +43,9 @@ pub struct Settings {
     pub engine: String,
     /// Simulated payload shape, or the engine URL.
     pub payload: String,
+    /// The engine is the simulated one, which gzips at level 1 where
+    /// `prometheus_client` (vLLM's, SGLang's) gzips at 9.
+    pub simulated_engine: bool,
     /// Simulated payload size in bytes (0 for an external engine).
     pub payload_bytes: usize,
     /// CPU the simulated engine spent per answer, in microseconds.
@@ -200,6 +203,7 @@ impl Report {
             settings: Settings {
                 engine: engine.to_owned(),
                 payload: label.to_owned(),
+                simulated_engine: args.engine_url.is_none() && !args.prometheus_client,
                 payload_bytes: if args.engine_url.is_some() {
                     0
                 } else {
@@ -408,12 +412,18 @@ impl Report {
                 within(p.gzip_over_plain, 1.3),
                 "(x)",
             );
+            let engine_note = if self.settings.simulated_engine {
+                "; the simulated engine gzips at level 1, prometheus_client at 9: \
+                 --prometheus-client measures vLLM's"
+            } else {
+                ""
+            };
             check(
                 &mut out,
                 "Pod CPU per scrape < direct's",
                 p.pod_cpu_over_direct,
                 p.pod_cpu_over_direct.is_some_and(|v| v < 1.0),
-                &format!("(x, {} scrapes, engine + sidecar)", p.encoding),
+                &format!("(x, {} scrapes, engine + sidecar{engine_note})", p.encoding),
             );
             check(
                 &mut out,
