@@ -16,6 +16,7 @@
 pub mod abi;
 pub mod chain;
 pub mod cli;
+mod compiler_memory;
 pub mod epoch;
 pub mod health;
 pub mod host;

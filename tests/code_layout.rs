@@ -4,9 +4,10 @@
 //! each first touch is code that runs (idle RSS, docs/benchmarks.md). Fails
 //! when the list has gone stale (the code, a dependency or the toolchain
 //! renamed the symbols), when the linker stopped honouring it, or when a
-//! running sidecar has code resident beyond it. And its relative
-//! relocations are packed, so that the loader does not page in 560 KiB of
-//! them at every start.
+//! running sidecar has code resident beyond it (with no filter, and after
+//! compiling a `.wasm` one, whose compiler's pages it gives back). And its
+//! relative relocations are packed, so that the loader does not page in
+//! 560 KiB of them at every start.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
@@ -138,7 +139,13 @@ fn startup_functions_sit_together_at_the_front_of_the_code() {
     );
     // Where the listed code ends, in pages of the code mapping (which
     // starts at the page .text opens).
-    code_that_ran_is_together(&binary, end - (text.address() & !(PAGE - 1)));
+    let listed_end = end - (text.address() & !(PAGE - 1));
+    code_that_ran_is_together(&binary, listed_end, &[]);
+    // Compiling a `.wasm` filter runs Cranelift, megabytes of code no
+    // scrape runs again: the compile gives its pages back
+    // (src/filter/compiler_memory.rs).
+    let filter = crate::filters::filter("passthrough");
+    code_that_ran_is_together(&binary, listed_end, &["--filter", &filter]);
 }
 
 /// Runs the release sidecar through a few scrapes and checks which of its
@@ -149,9 +156,14 @@ fn startup_functions_sit_together_at_the_front_of_the_code() {
 /// paths through memchr or zlib-rs); the stale list this replaced left
 /// about 1.2 MiB in ten such windows. Idle RSS is printed for the record
 /// (it depends on the page cache; the benchmark harness reports it).
-fn code_that_ran_is_together(binary: &std::path::Path, listed_end: u64) {
+fn code_that_ran_is_together(binary: &std::path::Path, listed_end: u64, args: &[&str]) {
     let engine = Engine::flavor("vllm-v1").size("120k").start();
-    let sidecar = Sidecar::new("vllm", engine.addr).binary(binary).start();
+    let sidecar = args
+        .iter()
+        .fold(Sidecar::new("vllm", engine.addr).binary(binary), |s, a| {
+            s.arg(a)
+        })
+        .start();
     for gzip in [false, true, false] {
         let response = match gzip {
             true => get_gzip(sidecar.addr, "/metrics"),
@@ -169,7 +181,7 @@ fn code_that_ran_is_together(binary: &std::path::Path, listed_end: u64) {
             .unwrap_or_default()
     };
     eprintln!(
-        "idle after three scrapes: VmRSS {}, RssFile {}, RssAnon {}",
+        "idle after three scrapes ({args:?}): VmRSS {}, RssFile {}, RssAnon {}",
         field("VmRSS:"),
         field("RssFile:"),
         field("RssAnon:")
@@ -212,14 +224,15 @@ fn code_that_ran_is_together(binary: &std::path::Path, listed_end: u64) {
         .count() as u64
         * PAGE;
     eprintln!(
-        "code resident beyond the listed functions (and 128 KiB past them): {} KiB",
+        "code resident beyond the listed functions (and 128 KiB past them), {args:?}: {} KiB",
         stray / 1024
     );
     assert!(
         stray <= 512 * 1024,
-        "{} KiB of code resident beyond the start-up functions: functions that ran \
-         at start-up or on a scrape are missing from link/startup-functions.txt \
-         (run scripts/startup-order, with valgrind, and commit it)",
+        "{args:?}: {} KiB of code resident beyond the start-up functions: functions \
+         that ran at start-up or on a scrape are missing from link/startup-functions.txt \
+         (run scripts/startup-order, with valgrind, and commit it), or with a filter, \
+         the compiler's pages were not given back",
         stray / 1024
     );
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use wasmtime::{Engine, InstancePre, Linker, Store};
 
 use super::abi::{self, CallError, Exports, HostState};
+use super::compiler_memory;
 use super::epoch::{EpochClock, ticks};
 use super::health::{Health, OnError, Reason, Recovery};
 use super::module;
@@ -187,7 +188,7 @@ impl FilterHost {
             None => Vec::new(),
         };
         if !filters.is_empty() {
-            release_compiler_memory();
+            compiler_memory::release();
         }
         Ok(FilterHost {
             engine,
@@ -255,7 +256,7 @@ impl FilterHost {
         );
         match result {
             Ok(filters) => {
-                release_compiler_memory();
+                compiler_memory::release();
                 let names: Vec<Arc<str>> = filters.iter().map(|f| f.name.clone()).collect();
                 *self
                     .current
@@ -350,18 +351,6 @@ pub fn instantiate(
         ));
     }
     Ok((store, exports))
-}
-
-/// Hands the compiler's freed heap back to the system. Cranelift
-/// allocates megabytes on its worker threads, and glibc keeps what each
-/// thread's arena freed: without this, idle RSS carries it for good.
-#[allow(unsafe_code, reason = "one FFI call into the C allocator")]
-fn release_compiler_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages of the allocator's arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn compile(
