@@ -8,7 +8,7 @@
 //! executable's read-only segments are unmapped from the process: the page
 //! cache keeps them, and the code that runs next (a scrape's, about 1.6
 //! MiB laid out together by `link/startup-functions.txt`) faults its pages
-//! back in once, minor faults that read nothing from disk.
+//! back in once, from the page cache.
 
 /// Hands back the compiler's freed heap and the executable's read-only
 /// pages; see the module doc.
